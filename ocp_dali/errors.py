@@ -1,0 +1,12 @@
+"""Errors that name what was bad: the file, and the annotation where there is one."""
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """Bad input data: carries the file (and annotation id) so a user can find it."""
+
+    def __init__(self, file: str, message: str, ann_id: int | None = None) -> None:
+        self.file = str(file)
+        self.ann_id = ann_id
+        where = self.file if ann_id is None else f"{self.file} (annotation {ann_id})"
+        super().__init__(f"{where}: {message}")

@@ -1,0 +1,114 @@
+"""The ``Sample`` contract shared by the data loaders, both apply backends and the adapters."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ocp_dali.masks import tight_boxes
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One image with its instances and occlusion targets (NumPy arrays; CuPy arrays on the GPU backend).
+
+    Shapes and dtypes (``N`` instances, ``K`` keypoints, ``C`` crowd regions):
+        image: (H, W, 3) uint8, RGB.
+        masks: (N, H, W) bool, the *visible* masks.
+        amodal_masks: (N, H, W) bool, whole masks (a pasted instance's transformed mask clipped to the canvas;
+            an existing instance's mask before this sample's pastes).
+        boxes: (N, 4) float32 xyxy, tight boxes of ``masks`` with exclusive end ``[x0, y0, x1+1, y1+1]``.
+        labels: (N,) int64 category ids.
+        occlusion_rate: (N,) float32, ``1 - visible_area / amodal_area``.
+        occluder_masks: (N, H, W) bool, union of what was pasted over the instance, inside its amodal box.
+        order: (N, N) bool, ``order[i, j]`` iff ``i`` was pasted after ``j`` and their amodal masks overlap.
+        keypoints: (N, K, 3) float32 ``(x, y, v)`` in COCO convention, or None.
+        pasted: (N,) bool, instance was pasted by this augmentation.
+        ann_ids: (N,) int64, the COCO annotation id each instance comes from (-1 if none).
+        crowd_masks: (C, H, W) bool, crowd / ignore regions of the destination (never pasted; pastes cover them).
+        image_id: id of the destination image; file_name: its file (for error messages).
+        info: counts from the augmentation (pasted, skipped, dropped_existing, dropped_pasted).
+    """
+
+    image: np.ndarray
+    masks: np.ndarray
+    amodal_masks: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    occlusion_rate: np.ndarray
+    occluder_masks: np.ndarray
+    order: np.ndarray
+    keypoints: np.ndarray | None
+    pasted: np.ndarray
+    ann_ids: np.ndarray
+    crowd_masks: np.ndarray
+    image_id: int = -1
+    file_name: str = ""
+    info: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @classmethod
+    def from_instances(
+        cls,
+        image: np.ndarray,
+        masks: np.ndarray,
+        labels: np.ndarray,
+        *,
+        keypoints: np.ndarray | None = None,
+        ann_ids: np.ndarray | None = None,
+        crowd_masks: np.ndarray | None = None,
+        image_id: int = -1,
+        file_name: str = "",
+    ) -> "Sample":
+        """A sample as loaded: amodal = visible masks, no occlusion, nothing pasted.
+
+        ``image`` (H, W, 3) uint8; ``masks`` (N, H, W) bool (non-empty); ``labels`` (N,) ints.
+        """
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"{file_name or 'image'}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        h, w = image.shape[:2]
+        masks = np.asarray(masks, dtype=bool).reshape(-1, h, w)
+        n = len(masks)
+        labels = np.asarray(labels, dtype=np.int64).reshape(n)
+        if keypoints is not None:
+            keypoints = np.asarray(keypoints, dtype=np.float32)
+            if keypoints.ndim != 3 or keypoints.shape[0] != n or keypoints.shape[2] != 3:
+                raise ValueError(f"{file_name or 'sample'}: keypoints must be ({n}, K, 3), got {keypoints.shape}")
+        if crowd_masks is None:
+            crowd_masks = np.zeros((0, h, w), dtype=bool)
+        return cls(
+            image=image,
+            masks=masks,
+            amodal_masks=masks,
+            boxes=tight_boxes(masks).astype(np.float32),
+            labels=labels,
+            occlusion_rate=np.zeros(n, dtype=np.float32),
+            occluder_masks=np.zeros((n, h, w), dtype=bool),
+            order=np.zeros((n, n), dtype=bool),
+            keypoints=keypoints,
+            pasted=np.zeros(n, dtype=bool),
+            ann_ids=np.full(n, -1, dtype=np.int64) if ann_ids is None else np.asarray(ann_ids, np.int64).reshape(n),
+            crowd_masks=np.asarray(crowd_masks, dtype=bool).reshape(-1, h, w),
+            image_id=int(image_id),
+            file_name=str(file_name),
+        )
+
+    def arrays(self) -> dict[str, Any]:
+        """The array fields by name (for comparisons and conversions)."""
+        names = (
+            "image masks amodal_masks boxes labels occlusion_rate occluder_masks order keypoints pasted ann_ids "
+            "crowd_masks"
+        ).split()
+        return {k: getattr(self, k) for k in names}
