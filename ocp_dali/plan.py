@@ -7,7 +7,7 @@ placement uses the amodal boxes of the plan's own earlier pastes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -110,7 +110,6 @@ class PastePlan:
     flip_index: tuple[int, ...] | None = None
     skipped_by_prob: bool = False
     num_candidates: int = 0
-    notes: dict[str, int] = field(default_factory=dict)
 
     @property
     def used_sources(self) -> list[int]:
@@ -193,13 +192,13 @@ def sample_plan(
         meta = basket_metas[b]
         x0, y0, x1, y1 = (int(v) for v in meta.boxes[i])
         u = rng.random(12)
-        jit_lo_hi = [rng_int(u_i, lo, hi) for u_i, (lo, hi) in zip(u[1:5], JITTER_RANGES)]
+        factors = tuple(rng_int(u_i, lo, hi) for u_i, (lo, hi) in zip(u[1:5], JITTER_RANGES))
         if cfg.mode == "simple":
             geom = paste_geometry(x1 - x0, y1 - y0)
             pastes.append(PasteOp(b, i, int(meta.labels[i]), (x0, y0, x1, y1), None, False, 1.0, 0, geom,
                                   False, -1, ((x0 + x1) // 2, (y0 + y1) // 2), (x0, y0)))
             continue
-        jitter = tuple(jit_lo_hi) if (cfg.aug_paste_img_jitter and u[0] < 0.5) else None
+        jitter = factors if (cfg.aug_paste_img_jitter and u[0] < 0.5) else None
         if cfg.aug_paste_geom_jitter:
             flip = bool(u[5] < 0.5)
             scale = SCALE_RANGE[0] + (SCALE_RANGE[1] - SCALE_RANGE[0]) * float(u[6])
