@@ -20,15 +20,17 @@ SCALE_RANGE = (0.8, 1.2)
 ANGLE_RANGE = (-10, 10)  # integer degrees, hi exclusive: [-10, 9]
 
 
-def sample_rng(seed: int, epoch: int, index: int, rank: int = 0) -> np.random.Generator:
+def sample_rng(seed: int, epoch: int, index: int, rank: int = 0, stream: int = 0) -> np.random.Generator:
     """The generator for one sample, derived from ``(seed, epoch, index, rank)`` only.
 
-    Independent of the worker process, the backend and the order in which samples are drawn.
+    Independent of the worker process, the backend and the order in which samples are drawn. ``stream`` selects an
+    independent generator for another random step of the same sample (1: the LSJ geometry).
     """
-    for name, v in (("seed", seed), ("epoch", epoch), ("index", index), ("rank", rank)):
+    for name, v in (("seed", seed), ("epoch", epoch), ("index", index), ("rank", rank), ("stream", stream)):
         if int(v) < 0:
             raise ValueError(f"sample_rng: {name} must be >= 0, got {v}")
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch), int(index), int(rank)])))
+    key = [int(seed), int(epoch), int(index), int(rank)] + ([int(stream)] if stream else [])
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(key)))
 
 
 @dataclass(frozen=True)
@@ -226,3 +228,47 @@ def sample_plan(
 def rng_int(u: float, lo: int, hi_exclusive: int) -> int:
     """Map ``u`` in [0, 1) to an integer in ``[lo, hi_exclusive)`` uniformly."""
     return _pick(float(u), lo, hi_exclusive - 1)
+
+
+_MODES = ("ocp", "simple")
+_HEAD = 12  # height, width, mode, min_size_occ, bbox_thr, mask_thr, sigma, skipped, n_cand, n_basket, n_flip, n_paste
+_OP = 21  # source, instance, label, box (4), has_jitter, jitter (4), flip, scale, angle, targeted, target, c (2), o (2)
+
+
+def pack_plan(plan: PastePlan) -> np.ndarray:
+    """A plan as one float64 array (to travel through DALI from the worker processes); ``unpack_plan`` inverts it.
+
+    Every value is an integer below 2**53 or a float64, so the round trip is exact.
+    """
+    flip = plan.flip_index or ()
+    head = [plan.height, plan.width, _MODES.index(plan.mode), plan.min_size_occ, plan.bbox_occluded_thr,
+            plan.mask_occluded_thr, plan.blend_sigma, int(plan.skipped_by_prob), plan.num_candidates,
+            len(plan.basket), len(flip) if plan.flip_index is not None else -1, len(plan.pastes)]
+    ops = []
+    for op in plan.pastes:
+        ops += [op.source, op.instance, op.label, *op.src_box, op.jitter is not None, *(op.jitter or (0, 0, 0, 0)),
+                op.flip, op.scale, op.angle, op.targeted, op.target, *op.center, *op.offset]
+    return np.asarray(head + list(plan.basket) + list(flip) + ops, dtype=np.float64)
+
+
+def unpack_plan(arr: np.ndarray) -> PastePlan:
+    """Inverse of ``pack_plan`` (paste geometry is recomputed, deterministically, from flip/scale/angle)."""
+    a = np.asarray(arr, dtype=np.float64)
+    h, w, mode, mso, bthr, mthr, sigma, skipped, ncand, nb, nf, npaste = a[:_HEAD]
+    p = _HEAD
+    basket = tuple(int(v) for v in a[p:p + int(nb)])
+    p += int(nb)
+    flip_index = tuple(int(v) for v in a[p:p + int(nf)]) if nf >= 0 else None
+    p += max(int(nf), 0)
+    pastes = []
+    for _ in range(int(npaste)):
+        o = a[p:p + _OP]
+        p += _OP
+        box = tuple(int(v) for v in o[3:7])
+        flip, scale, angle = bool(o[12]), float(o[13]), int(o[14])
+        geom = paste_geometry(box[2] - box[0], box[3] - box[1], flip, scale, angle)
+        jitter = tuple(int(v) for v in o[8:12]) if o[7] else None
+        pastes.append(PasteOp(int(o[0]), int(o[1]), int(o[2]), box, jitter, flip, scale, angle, geom, bool(o[15]),
+                              int(o[16]), (int(o[17]), int(o[18])), (int(o[19]), int(o[20]))))
+    return PastePlan(int(h), int(w), basket, tuple(pastes), _MODES[int(mode)], float(mso), float(bthr), int(mthr),
+                     float(sigma), flip_index, bool(skipped), int(ncand))

@@ -64,14 +64,35 @@ def feather_alpha(mask: np.ndarray, sigma: float, replicate: tuple[bool, bool, b
     return alpha * m
 
 
+def nearest_q16(u: np.ndarray, v: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel indices (clamped to the image) of Q16 coordinates: ``floor(u / 2**16)``."""
+    return np.clip(u >> Q_BITS, 0, w - 1), np.clip(v >> Q_BITS, 0, h - 1)
+
+
+def bilinear_q16(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Integer bilinear samples (same shape as ``u``, plus 3 channels; uint8) of an (h, w, 3) uint8 image at Q16
+    coordinates (pixel ``i`` covers ``[i, i+1)``): 8-bit weights, clamped edges, round half up."""
+    h, w = img.shape[:2]
+    ub, vb = u - Q_HALF, v - Q_HALF
+    u0, v0 = ub >> Q_BITS, vb >> Q_BITS
+    fu = ((ub & 0xFFFF) >> 8)[..., None]
+    fv = ((vb & 0xFFFF) >> 8)[..., None]
+    u0c, u1c = np.clip(u0, 0, w - 1), np.clip(u0 + 1, 0, w - 1)
+    v0c, v1c = np.clip(v0, 0, h - 1), np.clip(v0 + 1, 0, h - 1)
+    src = img.astype(np.int64)
+    top = src[v0c, u0c] * (256 - fu) + src[v0c, u1c] * fu
+    bot = src[v1c, u0c] * (256 - fu) + src[v1c, u1c] * fu
+    return ((top * (256 - fv) + bot * fv + 32768) >> 16).astype(np.uint8)
+
+
 def warp_crop(
     crop_img: np.ndarray, crop_mask: np.ndarray, geom: PasteGeometry, x0: int, y0: int, ww: int, wh: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample the canvas rectangle ``[x0, x0+ww) x [y0, y0+wh)`` of a transformed crop.
 
     ``crop_img`` (h, w, 3) uint8, ``crop_mask`` (h, w) bool. Returns ``(mask (wh, ww) bool, pixels (wh, ww, 3)
-    uint8)``: masks nearest, pixels integer bilinear with clamped edges; pixels are only defined where the mask is
-    set. The identity geometry returns views of the crop.
+    uint8)``: masks nearest (outside the crop: False), pixels integer bilinear with clamped edges; pixels are only
+    defined where the mask is set. The identity geometry returns views of the crop.
     """
     if geom.identity:
         return crop_mask[y0:y0 + wh, x0:x0 + ww], crop_img[y0:y0 + wh, x0:x0 + ww]
@@ -88,16 +109,7 @@ def warp_crop(
     pix = np.zeros((wh, ww, 3), dtype=np.uint8)
     sel = np.nonzero(mask)
     if sel[0].size:
-        ub, vb = u[sel] - Q_HALF, v[sel] - Q_HALF
-        u0, v0 = ub >> Q_BITS, vb >> Q_BITS
-        fu = ((ub & 0xFFFF) >> 8)[:, None]
-        fv = ((vb & 0xFFFF) >> 8)[:, None]
-        u0c, u1c = np.clip(u0, 0, w - 1), np.clip(u0 + 1, 0, w - 1)
-        v0c, v1c = np.clip(v0, 0, h - 1), np.clip(v0 + 1, 0, h - 1)
-        src = crop_img.astype(np.int64)
-        top = src[v0c, u0c] * (256 - fu) + src[v0c, u1c] * fu
-        bot = src[v1c, u0c] * (256 - fu) + src[v1c, u1c] * fu
-        pix[sel] = ((top * (256 - fv) + bot * fv + 32768) >> 16).astype(np.uint8)
+        pix[sel] = bilinear_q16(crop_img, u[sel], v[sel])
     return mask, pix
 
 

@@ -49,3 +49,14 @@ def test_prob_zero_and_k_zero_return_the_input(scene):
         assert plan.pastes == ()
         out = apply(plan, scene.dst, scene.sources)
         assert out is scene.dst and fingerprint(out) == before
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenes())
+def test_plans_survive_packing_into_arrays(scene):
+    """Plans travel from the worker processes through DALI as float64 arrays: the round trip is exact."""
+    from ocp_dali.plan import pack_plan, unpack_plan
+
+    dmeta, smetas = scene.metas()
+    plan = sample_plan(np.random.default_rng(scene.seed), dmeta, smetas, scene.cfg)
+    assert unpack_plan(pack_plan(plan)) == plan

@@ -1,10 +1,11 @@
 """What every instance dataset offers the augmentation: metadata without pixels, samples, and baskets."""
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from ocp_dali.data.rle import decode_packed
 from ocp_dali.plan import ImageMeta
 from ocp_dali.sample import Sample
 
@@ -22,6 +23,10 @@ class InstanceDataset(Protocol):
 
     def load(self, index: int) -> Sample: ...
 
+    def read_bytes(self, index: int) -> np.ndarray: ...
+
+    def annotation(self, index: int) -> dict[str, Any]: ...
+
 
 def draw_basket(rng: np.random.Generator, index: int, length: int, size: int) -> list[int]:
     """``size`` distinct dataset indices other than ``index`` (fewer when the dataset is smaller)."""
@@ -30,3 +35,20 @@ def draw_basket(rng: np.random.Generator, index: int, length: int, size: int) ->
         return []
     picks = rng.choice(others, size=min(size, others), replace=False)
     return [int(p) + (1 if p >= index else 0) for p in picks]
+
+
+def sample_from_annotation(image: np.ndarray, ann: dict[str, Any], only: list[int] | None = None) -> Sample:
+    """A ``Sample`` from decoded pixels and an ``annotation(i)`` record.
+
+    The record (what workers send, no pixels): ``height``, ``width``, ``counts`` / ``crowd_counts`` (packed RLE run
+    counts, ``ocp_dali.data.rle.pack_counts``), ``labels`` (N,) int64, ``ann_ids`` (N,) int64, ``keypoints``
+    (N, K, 3) float32 or None, ``image_id``, ``file_name``. With ``only``, just those instance masks are decoded
+    (paste sources need only the pasted instances); the others are left empty.
+    """
+    h, w = int(ann["height"]), int(ann["width"])
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"{ann['file_name']}: image is {image.shape[1]}x{image.shape[0]}, annotations say {w}x{h}")
+    masks = decode_packed(ann["counts"], h, w, only)
+    crowd = decode_packed(ann["crowd_counts"], h, w) if only is None else np.zeros((0, h, w), dtype=bool)
+    return Sample.from_instances(image, masks, ann["labels"], keypoints=ann["keypoints"], ann_ids=ann["ann_ids"],
+                                 crowd_masks=crowd, image_id=ann["image_id"], file_name=ann["file_name"])

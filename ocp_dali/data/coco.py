@@ -14,7 +14,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from ocp_dali.data.base import draw_basket
+from ocp_dali.data.base import draw_basket, sample_from_annotation
+from ocp_dali.data.rle import pack_counts
 from ocp_dali.errors import DataError
 from ocp_dali.plan import ImageMeta
 from ocp_dali.sample import Sample
@@ -56,6 +57,7 @@ class _ImageAnns:
     boxes: np.ndarray  # tight mask boxes, int64 (N, 4)
     keypoints: np.ndarray | None
     crowd_rles: list
+    skipped: tuple[Skip, ...]
 
 
 class CocoInstances:
@@ -155,6 +157,7 @@ class CocoInstances:
         info = self.coco.imgs[self.img_ids[index]]
         h, w = int(info["height"]), int(info["width"])
         rles, labels, ann_ids, kps, crowd = [], [], [], [], []
+        first_skip = len(self.skips)
         k = len(self.keypoint_names) if self.keypoint_names else 0
         for ann in self.coco.imgToAnns.get(self.img_ids[index], []):
             if ann.get("category_id") not in self.coco.cats:
@@ -189,6 +192,7 @@ class CocoInstances:
             boxes=boxes,
             keypoints=(np.stack(kps) if kps else np.zeros((0, k, 3), np.float32)) if k else None,
             crowd_rles=crowd,
+            skipped=tuple(self.skips[first_skip:]),
         )
         self._cache[index] = rec
         return rec
@@ -219,29 +223,27 @@ class CocoInstances:
             )
         return rgb
 
+    def read_bytes(self, index: int) -> np.ndarray:
+        """The encoded file of image ``index`` (uint8, for a decoder such as DALI's)."""
+        path = self.file_path(index)
+        try:
+            return np.fromfile(path, dtype=np.uint8)
+        except FileNotFoundError:
+            raise DataError(str(path), "image file not found") from None
+
+    def annotation(self, index: int) -> dict:
+        """Annotations of image ``index`` as small arrays (see ``sample_from_annotation``), plus ``skipped``:
+        ``(ann_id, reason)`` of annotations left out of this image."""
+        a = self._anns(index)
+        info = self.coco.imgs[self.img_ids[index]]
+        return dict(height=int(info["height"]), width=int(info["width"]), counts=pack_counts(a.rles),
+                    crowd_counts=pack_counts(a.crowd_rles), labels=a.labels, ann_ids=a.ann_ids,
+                    keypoints=a.keypoints, image_id=int(self.img_ids[index]), file_name=str(self.file_path(index)),
+                    skipped=[(s.ann_id, s.reason) for s in a.skipped])
+
     def load(self, index: int) -> Sample:
         """Decoded sample of image ``index``: visible = amodal masks, nothing pasted."""
-        a = self._anns(index)
-        image = self.read_image(index)
-        h, w = image.shape[:2]
-        masks = (
-            mask_utils.decode(a.rles).transpose(2, 0, 1).astype(bool) if a.rles else np.zeros((0, h, w), dtype=bool)
-        )
-        crowd = (
-            mask_utils.decode(a.crowd_rles).transpose(2, 0, 1).astype(bool)
-            if a.crowd_rles
-            else np.zeros((0, h, w), dtype=bool)
-        )
-        return Sample.from_instances(
-            image,
-            masks,
-            a.labels,
-            keypoints=a.keypoints,
-            ann_ids=a.ann_ids,
-            crowd_masks=crowd,
-            image_id=self.img_ids[index],
-            file_name=str(self.file_path(index)),
-        )
+        return sample_from_annotation(self.read_image(index), self.annotation(index))
 
     def basket_indices(self, rng: np.random.Generator, index: int, size: int) -> list[int]:
         """``size`` other images drawn without replacement (the paste sources)."""

@@ -17,7 +17,8 @@ import math
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ocp_dali.data.base import draw_basket
+from ocp_dali.data.base import draw_basket, sample_from_annotation
+from ocp_dali.data.rle import pack_counts
 from ocp_dali.data.coco import COCO_KEYPOINT_FLIP
 from ocp_dali.masks import tight_boxes
 from ocp_dali.plan import ImageMeta
@@ -135,25 +136,43 @@ class SyntheticScenes:
         n = len(lay["boxes"])
         return ImageMeta(lay["h"], lay["w"], lay["boxes"], np.full(n, PERSON, np.int64), index, self.flip_index)
 
-    def load(self, index: int) -> Sample:
+    def render(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 pixels of scene ``index``: a noisy gradient, people as striped textures."""
         lay = self._layout(index)
         h, w = lay["h"], lay["w"]
         rng = np.random.default_rng(lay["rng_state"])
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         c0, c1 = rng.uniform(40, 215, 3), rng.uniform(40, 215, 3)
         t = (xx / w * 0.6 + yy / h * 0.4)[..., None]
-        img = c0 * (1 - t) + c1 * t + rng.normal(0, 12, (h, w, 3))
+        img = c0 * (1 - t) + c1 * t + rng.normal(0, 12, (h, w, 3)).astype(np.float32)
         masks = (mask_utils.decode(lay["masks_rle"]).transpose(2, 0, 1).astype(bool)
                  if len(lay["boxes"]) else np.zeros((0, h, w), bool))
         for m in masks:
             colour = rng.uniform(20, 235, 3)
             stripes = 18 * np.sin(yy[m] / rng.uniform(3, 9))[:, None]
             img[m] = colour + stripes + rng.normal(0, 8, (int(m.sum()), 3))
-        image = np.clip(img, 0, 255).astype(np.uint8)
-        n = len(masks)
-        return Sample.from_instances(image, masks, np.full(n, PERSON, np.int64), keypoints=lay["keypoints"],
-                                     ann_ids=np.arange(n, dtype=np.int64) + 1000 * index, image_id=index,
-                                     file_name=f"synthetic://{self.seed}/{index}")
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    def read_bytes(self, index: int) -> np.ndarray:
+        """Scene ``index`` encoded as PNG (lossless: a decoder gives back ``render(index)`` exactly)."""
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(self.render(index)).save(buf, format="PNG", compress_level=1)
+        return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+    def annotation(self, index: int) -> dict:
+        lay = self._layout(index)
+        n = len(lay["boxes"])
+        return dict(height=lay["h"], width=lay["w"], counts=pack_counts(lay["masks_rle"]),
+                    crowd_counts=pack_counts([]), labels=np.full(n, PERSON, np.int64),
+                    ann_ids=np.arange(n, dtype=np.int64) + 1000 * index, keypoints=lay["keypoints"],
+                    image_id=index, file_name=f"synthetic://{self.seed}/{index}", skipped=[])
+
+    def load(self, index: int) -> Sample:
+        return sample_from_annotation(self.render(index), self.annotation(index))
 
     def basket_indices(self, rng: np.random.Generator, index: int, size: int) -> list[int]:
         return draw_basket(rng, index, len(self), size)

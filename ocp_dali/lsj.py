@@ -1,0 +1,134 @@
+"""Large-scale jitter (LSJ) / resize / flip / pad of a whole sample: parameters drawn once, NumPy reference apply.
+
+mmdet's LSJ pipeline (``RandomResize(ratio_range=(0.1, 2.0), keep_ratio) -> RandomCrop(allow_negative_crop)
+-> RandomFlip -> Pad``) as one affine map from output pixels to input coordinates, evaluated in Q16 fixed point
+like the paste geometry (``ocp_dali.geometry``), so every backend resamples identically: pixels by integer bilinear
+interpolation, masks nearest. ``lsj=False`` is a plain keep-ratio resize into the output size (still with the flip
+coin), the Mask R-CNN-style path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ocp_dali.geometry import Q_ONE
+from ocp_dali.masks import tight_boxes
+from ocp_dali.sample import Sample
+
+LSJ_RATIO_RANGE = (0.1, 2.0)
+
+
+@dataclass(frozen=True)
+class LSJParams:
+    """One sample's geometry.
+
+    Attributes:
+        out_h, out_w: output canvas (padded) size.
+        scale_x, scale_y: resize factors (resized size / input size, per axis, from the rounded resized size).
+        crop_x, crop_y: top-left of the crop in the resized image.
+        valid_w, valid_h: size of the image content on the canvas (the rest is padding, bottom and right).
+        flip: horizontal flip of the content.
+        inv_q16: output pixel ``(X, Y)`` centre -> input coordinates ``((a X + b Y + c), (d X + e Y + f)) / 2**16``.
+    """
+
+    out_h: int
+    out_w: int
+    scale_x: float
+    scale_y: float
+    crop_x: int
+    crop_y: int
+    valid_w: int
+    valid_h: int
+    flip: bool
+    inv_q16: tuple[int, int, int, int, int, int]
+
+    def forward(self, xy: np.ndarray) -> np.ndarray:
+        """Input continuous coordinates (..., 2) -> output continuous coordinates (float64)."""
+        x = xy[..., 0] * self.scale_x - self.crop_x
+        y = xy[..., 1] * self.scale_y - self.crop_y
+        if self.flip:
+            x = self.valid_w - x
+        return np.stack([x, y], axis=-1)
+
+
+def sample_lsj(rng: np.random.Generator, h: int, w: int, out_size: tuple[int, int], *, lsj: bool = True,
+               ratio_range: tuple[float, float] = LSJ_RATIO_RANGE, flip_prob: float = 0.5) -> LSJParams:
+    """Draw the geometry of one ``h x w`` sample (always 4 numbers: ratio, crop x, crop y, flip)."""
+    out_h, out_w = out_size
+    u = rng.random(4)
+    ratio = ratio_range[0] + (ratio_range[1] - ratio_range[0]) * float(u[0]) if lsj else 1.0
+    f = ratio * min(out_h / h, out_w / w)
+    rh, rw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+    cx = min(int(u[1] * (max(rw - out_w, 0) + 1)), max(rw - out_w, 0))
+    cy = min(int(u[2] * (max(rh - out_h, 0) + 1)), max(rh - out_h, 0))
+    flip = bool(u[3] < flip_prob)
+    sx, sy = rw / w, rh / h
+    vw, vh = min(out_w, rw - cx), min(out_h, rh - cy)
+    # output X (centre X + 0.5) -> content x_c = X (or vw - 1 - X flipped) -> resized x_c + cx -> input
+    # ((x_c + cx + 0.5) / sx - 0.5 in pixel-index space; +0.5 again for the centre convention of the sampler)
+    ax = (-1.0 if flip else 1.0) / sx
+    cxx = ((vw - 1 if flip else 0) + cx + 0.5) / sx
+    ay = 1.0 / sy
+    cyy = (cy + 0.5) / sy
+    inv = (ax, 0.0, cxx, 0.0, ay, cyy)
+    inv_q = tuple(int(round(v * Q_ONE)) for v in inv)
+    return LSJParams(out_h, out_w, sx, sy, cx, cy, vw, vh, flip, inv_q)  # type: ignore[arg-type]
+
+
+def sample_affine(image: np.ndarray, masks: list[np.ndarray], inv_q16: tuple[int, ...], out_h: int, out_w: int,
+                  valid_w: int, valid_h: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Resample an (H, W, 3) uint8 image (integer bilinear, clamped edges) and (N, H, W) bool stacks (nearest)
+    onto an ``out_h x out_w`` canvas; outside ``[0, valid_w) x [0, valid_h)`` is padding (0 / False)."""
+    from ocp_dali.reference import bilinear_q16, nearest_q16
+
+    h, w = image.shape[:2]
+    a, b, c, d, e, f = (np.int64(v) for v in inv_q16)
+    xs = np.arange(valid_w, dtype=np.int64)[None, :]
+    ys = np.arange(valid_h, dtype=np.int64)[:, None]
+    u = np.broadcast_to(a * xs + b * ys + c, (valid_h, valid_w))
+    v = np.broadcast_to(d * xs + e * ys + f, (valid_h, valid_w))
+    out_img = np.zeros((out_h, out_w, 3), dtype=np.uint8)
+    out_img[:valid_h, :valid_w] = bilinear_q16(image, u, v)
+    iu, iv = nearest_q16(u, v, h, w)
+    out_masks = []
+    for stack in masks:
+        o = np.zeros((len(stack), out_h, out_w), dtype=bool)
+        if len(stack):
+            o[:, :valid_h, :valid_w] = stack[:, iv, iu]
+        out_masks.append(o)
+    return out_img, out_masks
+
+
+def apply_lsj(sample: Sample, p: LSJParams, flip_index: tuple[int, ...] | None = None) -> Sample:
+    """Resample a sample and all its targets (``flip_index``: keypoint left/right permutation for the flip); instances whose visible mask leaves the canvas are removed
+    (counted in ``info['dropped_by_crop']``). Boxes are recomputed from the resampled visible masks; occlusion
+    rates are the instance's own (from the paste, not the crop); keypoints that leave the canvas become (0,0,0)."""
+    img, (vis, amodal, occl, crowd) = sample_affine(
+        sample.image, [sample.masks, sample.amodal_masks, sample.occluder_masks, sample.crowd_masks],
+        p.inv_q16, p.out_h, p.out_w, p.valid_w, p.valid_h)
+    keep = vis.reshape(len(vis), -1).any(axis=1) if len(vis) else np.zeros(0, dtype=bool)
+    kp = None
+    if sample.keypoints is not None:
+        kp = np.zeros_like(sample.keypoints)
+        src = sample.keypoints
+        lab = src[..., 2] > 0
+        xy = p.forward(src[..., :2].astype(np.float64))
+        inside = lab & (xy[..., 0] >= 0) & (xy[..., 0] <= p.valid_w) & (xy[..., 1] >= 0) & (xy[..., 1] <= p.valid_h)
+        kp[inside, :2] = xy[inside]
+        kp[inside, 2] = src[inside, 2]
+        if p.flip and kp.shape[1]:
+            if flip_index is None:
+                raise ValueError(f"{sample.file_name}: a flipped sample has keypoints but no keypoint flip_index")
+            kp = kp[:, list(flip_index)]
+        kp = kp[keep]
+    crowd_keep = crowd.reshape(len(crowd), -1).any(axis=1) if len(crowd) else np.zeros(0, dtype=bool)
+    info = dict(sample.info)
+    info["dropped_by_crop"] = int((~keep).sum())
+    vis_k = vis[keep]
+    return Sample(
+        image=img, masks=vis_k, amodal_masks=amodal[keep], boxes=tight_boxes(vis_k).astype(np.float32),
+        labels=sample.labels[keep], occlusion_rate=sample.occlusion_rate[keep], occluder_masks=occl[keep],
+        order=sample.order[np.ix_(keep, keep)], keypoints=kp, pasted=sample.pasted[keep],
+        ann_ids=sample.ann_ids[keep], crowd_masks=crowd[crowd_keep], image_id=sample.image_id,
+        file_name=sample.file_name, info=info)

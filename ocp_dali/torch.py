@@ -1,0 +1,197 @@
+"""PyTorch face of the pipeline: ``OCPLoader`` (DALI graph -> dict of torch tensors), and ``OCPDataset`` for
+torch ``DataLoader`` worker pools."""
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ocp_dali.config import OCPConfig
+from ocp_dali.data.base import InstanceDataset
+from ocp_dali.errors import DataError
+from ocp_dali.pipeline import OUTPUT_NAMES, build_pipeline, reference_sample
+
+log = logging.getLogger(__name__)
+
+_INFO = ("index", "epoch", "image_id", "pasted", "skipped", "dropped", "dropped_by_crop", "skipped_annotations")
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _to_torch_list(tl, device: str) -> list[torch.Tensor]:
+    """Per-sample torch tensors (copies: DALI reuses its buffers on the next run)."""
+    if device == "cpu":
+        return [torch.from_numpy(np.array(tl[i])) for i in range(len(tl))]
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    out = []
+    for i in range(len(tl)):
+        t = tl[i]
+        dst = torch.empty(tuple(t.shape()), dtype=to_torch_type[t.dtype], device=torch.device("cuda"))
+        feed_ndarray(t, dst, cuda_stream=torch.cuda.current_stream())
+        out.append(dst)
+    return out
+
+
+class OCPLoader:
+    """Iterable over augmented batches from the DALI pipeline, one epoch per ``iter()``.
+
+    Each batch is a dict: ``images`` (B, 3, S, S) float32 normalised (a list of (H, W, 3) uint8 with
+    ``geometry=False``); per-sample lists ``masks``, ``amodal_masks``, ``occluder_masks`` (N_i, S, S) bool,
+    ``boxes`` (N_i, 4) float32, ``labels`` (N_i,) int64, ``occlusion_rate``, ``order`` (N_i, N_i) bool,
+    ``keypoints`` (N_i, K, 3) float32, ``pasted``, ``ann_ids``; and ``indices``, ``image_ids``, ``epoch``.
+    Tensors live on the pipeline's device. ``stats`` accumulates pastes, drops and skipped annotations.
+
+    Sharding: ``shard_id``/``num_shards`` default to the torch.distributed rank and world size; each epoch's
+    shards cover every image exactly once. ``set_epoch(e)`` (like ``DistributedSampler``) selects the epoch; resuming
+    at epoch ``e`` reproduces its augmentation stream.
+    """
+
+    def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, device: str = "gpu",
+                 batch_size: int = 8, output_size: int | tuple[int, int] = 1024, seed: int = 0,
+                 py_num_workers: int = 2, num_threads: int = 2, shard_id: int | None = None,
+                 num_shards: int | None = None, lsj: bool = True, geometry: bool = True, shuffle: bool = True,
+                 epoch: int = 0) -> None:
+        rank, world = _dist_rank_world()
+        self.dataset = dataset
+        self.cfg = cfg or OCPConfig.ocp()
+        self.device = device
+        self.kw = dict(device=device, batch_size=batch_size, output_size=output_size, seed=seed,
+                       num_threads=num_threads, py_num_workers=py_num_workers,
+                       shard_id=rank if shard_id is None else shard_id,
+                       num_shards=world if num_shards is None else num_shards, lsj=lsj, geometry=geometry,
+                       shuffle=shuffle)
+        self.stats: Counter[str] = Counter()
+        self._pipe = None
+        self._epoch = epoch
+        self._built_epoch = epoch
+        self._completed = 0
+        self._partial = False  # an epoch was left before its end: the pipeline must start afresh
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.close()
+        self._pipe, self.source = build_pipeline(self.dataset, self.cfg, epoch=self._epoch, **self.kw)
+        self._pipe.build()
+        self._built_epoch, self._completed, self._partial = self._epoch, 0, False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch the next ``iter()`` runs (rebuilds the pipeline unless it is the next one anyway)."""
+        self._epoch = int(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def close(self) -> None:
+        """Stop the worker processes and free the pipeline."""
+        if self._pipe is not None:
+            pipe, self._pipe = self._pipe, None
+            del pipe
+
+    def __enter__(self) -> "OCPLoader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __len__(self) -> int:
+        n = len(np.array_split(np.arange(len(self.dataset)), self.kw["num_shards"])[self.kw["shard_id"]])
+        return math.ceil(n / self.kw["batch_size"])
+
+    # -- iteration ---------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._pipe is None or self._partial or self._epoch != self._built_epoch + self._completed:
+            self._build()
+        epoch = self._epoch
+        self._partial = True
+        for it in range(len(self)):
+            try:
+                outs = self._pipe.run()
+            except StopIteration:
+                raise RuntimeError(f"the pipeline ended epoch {epoch} after {it} of {len(self)} batches") from None
+            except Exception as e:
+                raise self._explain(e, epoch, it) from e
+            yield self._batch(outs)
+        try:  # the source's StopIteration closes the epoch in DALI
+            self._pipe.run()
+            raise RuntimeError(f"the pipeline produced more than {len(self)} batches in epoch {epoch}")
+        except StopIteration:
+            pass
+        self._pipe.reset()
+        self._completed += 1
+        self._epoch = epoch + 1
+        self._partial = False
+
+    def _batch(self, outs) -> dict[str, Any]:
+        cols = {name: _to_torch_list(tl, self.device) for name, tl in zip(OUTPUT_NAMES, outs)}
+        info = torch.stack([t.cpu() for t in cols.pop("info")])
+        for k, col in zip(_INFO[3:], info[:, 3:].T.tolist()):
+            self.stats[k] += int(sum(col))
+        self.stats["samples"] += len(info)
+        batch: dict[str, Any] = dict(cols)
+        if self.kw["geometry"]:
+            batch["images"] = torch.stack(cols["image"])
+        else:
+            batch["images"] = cols["image"]
+        del batch["image"]
+        batch["indices"] = info[:, 0].tolist()
+        batch["epoch"] = int(info[0, 1])
+        batch["image_ids"] = info[:, 2].tolist()
+        return batch
+
+    def _explain(self, e: Exception, epoch: int, it: int) -> Exception:
+        """Turn a decoder failure into an error naming the file: re-read the batch's images on the CPU."""
+        if isinstance(e, DataError) or "DataError" in str(e):
+            return e
+        read = getattr(self.dataset, "read_image", None)
+        for k in range(it, it + 3):  # the failing batch may be one the pipeline prefetched
+            for index in self.source.batch_indices(epoch, k):
+                if read is None:
+                    break
+                try:
+                    read(int(index))
+                except DataError as bad:
+                    return bad
+        return RuntimeError(f"pipeline failed in epoch {epoch}, batch {it}: {e}")
+
+
+class OCPDataset(torch.utils.data.Dataset):
+    """Map-style dataset for a torch ``DataLoader`` worker pool: the CPU path without DALI.
+
+    ``ds[i]`` is the reference sample (OC&P, then LSJ unless ``geometry=False``) for ``(seed, epoch, i)`` as a dict
+    of tensors; call ``set_epoch`` in every epoch (the value reaches workers when ``persistent_workers=False``).
+    Use it with ``collate_fn=list`` (variable instance counts).
+    """
+
+    def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, seed: int = 0,
+                 output_size: int | tuple[int, int] = 1024, lsj: bool = True, geometry: bool = True) -> None:
+        self.dataset, self.cfg, self.seed = dataset, cfg or OCPConfig.ocp(), seed
+        self.output_size, self.lsj, self.geometry, self.epoch = output_size, lsj, geometry, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = reference_sample(self.dataset, index, epoch=self.epoch, seed=self.seed, cfg=self.cfg,
+                             output_size=self.output_size, lsj=self.lsj, geometry=self.geometry)
+        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in s.arrays().items() if v is not None}
+        out.update(index=index, epoch=self.epoch, image_id=s.image_id, info=dict(s.info))
+        return out
