@@ -219,8 +219,9 @@ def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample |
             mixed = (pix.astype(np.int32) * alpha + region.astype(np.int32) * (ALPHA_ONE - alpha) + ALPHA_ONE // 2)
             region[m] = (mixed >> ALPHA_BITS).astype(np.uint8)[m]
         else:
-            region[m] = pix[m]
+            np.copyto(region, pix, where=m[..., None])
         window = (wy0, wy1, wx0, wx1)
+        not_m = ~m
         for j in range(row):
             if kps is not None:  # keypoints may lie outside their instance's box: test them all
                 _occlude_keypoints(kps[j], window, m, H, W)
@@ -228,8 +229,9 @@ def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample |
             if bx1 <= wx0 or bx0 >= wx1 or by1 <= wy0 or by0 >= wy1:
                 continue
             vj = vis[j, wy0:wy1, wx0:wx1]
-            if (vj & m).any():
-                vj &= ~m
+            before = np.count_nonzero(vj)
+            vj &= not_m
+            if np.count_nonzero(vj) != before:
                 touched[j] = True
         if len(crowd):
             crowd[:, wy0:wy1, wx0:wx1] &= ~m
@@ -256,19 +258,36 @@ def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample |
     dropped_existing = int(n0 - keep[:n0].sum())
     dropped_pasted = int(n_pasted_rows - keep[n0:row].sum())
 
-    vis_o, amodal_o = vis[rows], amodal[rows]
+    # Everything below is confined to boxes and paste windows: full-image passes over N masks dominate the cost
+    # at 1024^2 otherwise. A mask only loses pixels, so its previous box bounds where its new box can be.
+    all_kept = len(rows) == row
+    vis_o = vis[:row] if all_kept else vis[rows]
+    amodal_o = amodal[:row] if all_kept else amodal[rows]
     time_o = time[rows]
     n = len(rows)
-    vis_area = vis_o.reshape(n, H * W).sum(axis=1)
-    amodal_area = amodal_o.reshape(n, H * W).sum(axis=1)
+    if destination.amodal_masks is destination.masks:
+        amodal_boxes_in = np.asarray(destination.boxes, dtype=np.int64)
+    else:
+        amodal_boxes_in = tight_boxes(destination.amodal_masks)
+    amodal_boxes_all = np.concatenate([amodal_boxes_in, boxes_cur[n0:row]]) if row > n0 else amodal_boxes_in
+    amodal_boxes = amodal_boxes_all[rows]
+    boxes = np.zeros((n, 4), dtype=np.int64)
+    vis_area = np.zeros(n, dtype=np.int64)
+    amodal_area = np.zeros(n, dtype=np.int64)
+    for i, r in enumerate(rows):
+        boxes[i] = _tight_box_in(vis_o[i], boxes_cur[r]) if touched[r] else boxes_cur[r]
+        bx0, by0, bx1, by1 = boxes[i]
+        vis_area[i] = np.count_nonzero(vis_o[i, by0:by1, bx0:bx1])
+        ax0, ay0, ax1, ay1 = amodal_boxes[i]
+        amodal_area[i] = np.count_nonzero(amodal_o[i, ay0:ay1, ax0:ax1])
     occlusion_rate = (1.0 - vis_area / np.maximum(amodal_area, 1)).astype(np.float32)
-    amodal_boxes = tight_boxes(amodal_o)
 
     occluder = np.zeros((n, H, W), dtype=bool)
     order = np.zeros((n, n), dtype=bool)
     is_existing = rows < n0
     ex_rows = rows[is_existing]
-    if ex_rows.size:
+    # a sample with nothing pasted and no occlusion has no occluders: skip reading N empty masks
+    if ex_rows.size and (destination.pasted.any() or destination.occlusion_rate.any()):
         occluder[is_existing] = destination.occluder_masks[ex_rows]
         order[np.ix_(is_existing, is_existing)] = destination.order[np.ix_(ex_rows, ex_rows)]
     for i in range(n):
@@ -282,9 +301,14 @@ def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample |
     for a in range(n):
         if time_o[a] < 0:
             continue
+        ax0, ay0, ax1, ay1 = amodal_boxes[a]  # a pasted instance's amodal mask lies inside this box
         for b in range(n):
-            if time_o[b] < time_o[a]:
-                order[a, b] = bool((amodal_o[a] & amodal_o[b]).any())
+            if time_o[b] >= time_o[a]:
+                continue
+            bx0, by0, bx1, by1 = amodal_boxes[b]
+            ix0, iy0, ix1, iy1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+            if ix1 > ix0 and iy1 > iy0:
+                order[a, b] = bool((amodal_o[a, iy0:iy1, ix0:ix1] & amodal_o[b, iy0:iy1, ix0:ix1]).any())
 
     crowd_keep = crowd.reshape(len(crowd), H * W).any(axis=1) if len(crowd) else np.zeros(0, dtype=bool)
     info = dict(
@@ -298,7 +322,7 @@ def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample |
         image=img,
         masks=vis_o,
         amodal_masks=amodal_o,
-        boxes=tight_boxes(vis_o).astype(np.float32),
+        boxes=boxes.astype(np.float32),
         labels=labels[rows],
         occlusion_rate=occlusion_rate,
         occluder_masks=occluder,
@@ -311,6 +335,13 @@ def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample |
         file_name=destination.file_name,
         info=info,
     )
+
+
+def _tight_box_in(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Tight box of ``mask`` searched only inside ``box`` (which must contain all its pixels)."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    b = tight_box(mask[y0:y1, x0:x1])
+    return b + (x0, y0, x0, y0) if b[2] > b[0] else b
 
 
 def _keep_rule(
@@ -334,7 +365,7 @@ def _keep_rule(
     keep = np.ones(len(vis), dtype=bool)
     thr = plan.min_size_occ * math.sqrt(H * W)
     for j in np.flatnonzero(touched):
-        b = tight_box(vis[j])
+        b = tight_box(vis[j])  # (touched instances only: a few per sample)
         bw, bh = b[2] - b[0], b[3] - b[1]
         if bw <= 0 or bh <= 0:
             keep[j] = False

@@ -26,8 +26,18 @@ def _masks_of(results: dict, h: int, w: int) -> np.ndarray:
     m = results.get("gt_masks")
     if m is None:
         return np.zeros((0, h, w), dtype=bool)
-    arr = m.masks if isinstance(m, BitmapMasks) else m.to_ndarray()
-    return np.asarray(arr, dtype=bool).reshape(-1, h, w)
+    arr = np.asarray(m.masks if isinstance(m, BitmapMasks) else m.to_ndarray()).reshape(-1, h, w)
+    if arr.dtype == np.uint8 and (arr.size == 0 or arr.max() <= 1):
+        return arr.view(bool)  # 0/1 bytes are valid bools: no copy
+    return arr.astype(bool)
+
+
+def bitmap_masks(masks: np.ndarray, h: int, w: int) -> BitmapMasks:
+    """``BitmapMasks`` over an (N, h, w) uint8 array without copying it (its constructor np.stack-s the array,
+    a full copy of every mask)."""
+    bm = BitmapMasks.__new__(BitmapMasks)
+    bm.height, bm.width, bm.masks = h, w, masks.reshape(-1, h, w)
+    return bm
 
 
 def results_to_sample(results: dict, tag: int, ignore_as_crowd: bool) -> tuple[Sample, np.ndarray, np.ndarray]:
@@ -48,7 +58,8 @@ def results_to_sample(results: dict, tag: int, ignore_as_crowd: bool) -> tuple[S
     nonempty = masks.reshape(len(masks), -1).any(axis=1) if len(masks) else np.zeros(0, bool)
     rows = np.flatnonzero(nonempty & ~flags) if ignore_as_crowd else np.flatnonzero(nonempty)
     crowd_rows = np.flatnonzero(flags & nonempty) if ignore_as_crowd else np.zeros(0, np.int64)
-    sample = Sample.from_instances(np.ascontiguousarray(img[..., ::-1]), masks[rows], labels[rows],
+    # mmdet images are BGR and OC&P's colour jitter expects RGB: a reversed view, no copy
+    sample = Sample.from_instances(img[..., ::-1], masks[rows] if len(rows) < len(masks) else masks, labels[rows],
                                    ann_ids=tag * _SRC_ID + rows, crowd_masks=masks[crowd_rows],
                                    file_name=str(results.get("img_path", "")))
     return sample, flags[rows], labels[crowd_rows]
@@ -144,15 +155,15 @@ class OcclusionCopyPaste(BaseTransform):
         masks = np.concatenate([out.masks, out.crowd_masks]) if c else out.masks
         boxes = np.concatenate([out.boxes, tight_boxes(out.crowd_masks).astype(np.float32)]) if c else out.boxes
         pad = np.zeros((c,), dtype=bool)
-        results["img"] = np.ascontiguousarray(out.image[..., ::-1])
+        results["img"] = out.image[..., ::-1]  # back to BGR, as a view (PackDetInputs makes it contiguous)
         results["gt_bboxes"] = HorizontalBoxes(boxes.reshape(-1, 4))
         results["gt_bboxes_labels"] = np.concatenate([out.labels, crowd_labels])
-        results["gt_masks"] = BitmapMasks(masks.astype(np.uint8), h, w)
+        results["gt_masks"] = bitmap_masks(masks.view(np.uint8), h, w)  # bool -> 0/1 bytes: a view
         results["gt_ignore_flags"] = np.concatenate([flags, np.ones(c, dtype=bool)])
-        results["gt_amodal_masks"] = BitmapMasks(
-            (np.concatenate([out.amodal_masks, out.crowd_masks]) if c else out.amodal_masks).astype(np.uint8), h, w)
-        results["gt_occluder_masks"] = BitmapMasks(
-            np.concatenate([out.occluder_masks, np.zeros((c, h, w), bool)]).astype(np.uint8), h, w)
+        amodal = np.concatenate([out.amodal_masks, out.crowd_masks]) if c else out.amodal_masks
+        results["gt_amodal_masks"] = bitmap_masks(amodal.view(np.uint8), h, w)
+        occluders = np.concatenate([out.occluder_masks, np.zeros((c, h, w), bool)]) if c else out.occluder_masks
+        results["gt_occluder_masks"] = bitmap_masks(occluders.view(np.uint8), h, w)
         results["gt_occlusion_rate"] = np.concatenate([out.occlusion_rate, np.zeros(c, np.float32)])
         order = np.zeros((n + c, n + c), dtype=bool)
         order[:n, :n] = out.order
