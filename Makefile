@@ -17,3 +17,10 @@ test: env
 preview: env
 	$(PY) -m ocp_dali.preview --ann ../shared/data/ochuman_samples/mmpose/test_ochuman.json \
 		--images ../shared/data/ochuman_samples/mmpose --out out/preview.png
+
+# GPU machines only: parity suite, compile tests, compute-sanitizer memcheck/racecheck, timing (tools/gpu_check.sh).
+# No `env` step: GPU machines may have no network; the script uses .venv if present, else python3 plus the wheels
+# that tools/gpu_wheels.sh downloaded into .whl/ on a machine with network.
+.PHONY: test-gpu
+test-gpu:
+	bash tools/gpu_check.sh

@@ -6,9 +6,9 @@ setup(
     version="0.1.0",
     description="Occlusion Copy & Paste as GPU operators (CuPy kernels in an NVIDIA DALI pipeline) for mmdet and PyTorch",
     python_requires=">=3.10",
-    packages=["ocp_dali", "ocp_dali.data", "ocp_dali.kernels"],
+    packages=["ocp_dali", "ocp_dali.data", "ocp_dali.mmdet", "ocp_dali.kernels"],
     package_dir={"ocp_dali.kernels": "kernels"},
-    package_data={"ocp_dali.kernels": ["*.cu", "*.cuh"]},
+    package_data={"ocp_dali.kernels": ["*.cu", "*.cuh", "*.h"]},
     install_requires=["numpy>=1.24", "pycocotools>=2.0.7"],
     extras_require={
         "gpu": ["cupy-cuda13x", "nvidia-dali-cuda130"],

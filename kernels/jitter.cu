@@ -1,0 +1,79 @@
+// Image jitter of the pasted crops, bit-exact with ocp_dali.photometric.jitter_image, in three launches per batch:
+//   1. ocp_jitter_colour_brightness: colour then brightness (pointwise), and each crop's sum of luma (atomics);
+//   2. ocp_jitter_contrast: blend with the crop's rounded mean luma (pointwise, in place);
+//   3. ocp_jitter_sharpness: blend with the 3x3 SMOOTH filter, border pixels smoothed to themselves.
+// Grid: y strides over the batch's pastes (non-jittered ones return at once), x strides over the crop's pixels.
+// Buffers: buf_a / buf_b hold every jittered crop, (crop_h, crop_w, 3) uint8 at OcpPaste.jit_off.
+#include "ocp_common.cuh"
+
+extern "C" __global__ void ocp_jitter_colour_brightness(const OcpPaste* __restrict__ pastes, long long num_pastes,
+                                                        unsigned char* __restrict__ buf_a,
+                                                        unsigned long long* __restrict__ luma_sum) {
+  __shared__ long long sbuf[OCP_BLOCK];
+  for (long long q = blockIdx.y; q < num_pastes; q += gridDim.y) {
+    const OcpPaste P = pastes[q];
+    if (!P.jitter) continue;  // block-uniform
+    const unsigned char* src = reinterpret_cast<const unsigned char*>(P.src_img);
+    const long long n = P.crop_h * P.crop_w;
+    long long acc = 0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+      const long long y = i / P.crop_w, x = i % P.crop_w;
+      const unsigned char* px = src + (y * P.src_pitch + x) * 3;
+      const long long r = px[0], g = px[1], b = px[2];
+      const long long grey = ocp_luma(r, g, b);
+      // colour: degenerate = grey; brightness: degenerate = 0
+      const long long c0 = ocp_blend_tenths(0, ocp_blend_tenths(grey, r, P.j_colour), P.j_bright);
+      const long long c1 = ocp_blend_tenths(0, ocp_blend_tenths(grey, g, P.j_colour), P.j_bright);
+      const long long c2 = ocp_blend_tenths(0, ocp_blend_tenths(grey, b, P.j_colour), P.j_bright);
+      unsigned char* out = buf_a + P.jit_off + i * 3;
+      out[0] = (unsigned char)c0;
+      out[1] = (unsigned char)c1;
+      out[2] = (unsigned char)c2;
+      acc += ocp_luma(c0, c1, c2);
+    }
+    const long long total = ocp_block_sum(acc, sbuf);
+    if (threadIdx.x == 0 && total != 0) atomicAdd(luma_sum + q, (unsigned long long)total);
+  }
+}
+
+extern "C" __global__ void ocp_jitter_contrast(const OcpPaste* __restrict__ pastes, long long num_pastes,
+                                               unsigned char* __restrict__ buf_a,
+                                               const unsigned long long* __restrict__ luma_sum) {
+  for (long long q = blockIdx.y; q < num_pastes; q += gridDim.y) {
+    const OcpPaste P = pastes[q];
+    if (!P.jitter) continue;
+    const long long n = P.crop_h * P.crop_w;
+    // (sum + size // 2) // max(size, 1): non-negative operands
+    const long long mean = ((long long)luma_sum[q] + n / 2) / ocp_max(n, 1);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+      unsigned char* px = buf_a + P.jit_off + i * 3;
+      for (int c = 0; c < 3; ++c) px[c] = (unsigned char)ocp_blend_tenths(mean, px[c], P.j_contrast);
+    }
+  }
+}
+
+extern "C" __global__ void ocp_jitter_sharpness(const OcpPaste* __restrict__ pastes, long long num_pastes,
+                                                const unsigned char* __restrict__ buf_a,
+                                                unsigned char* __restrict__ buf_b) {
+  for (long long q = blockIdx.y; q < num_pastes; q += gridDim.y) {
+    const OcpPaste P = pastes[q];
+    if (!P.jitter) continue;
+    const long long h = P.crop_h, w = P.crop_w, n = h * w;
+    const unsigned char* a = buf_a + P.jit_off;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+      const long long y = i / w, x = i % w;
+      const bool interior = h >= 3 && w >= 3 && y >= 1 && y < h - 1 && x >= 1 && x < w - 1;
+      for (int c = 0; c < 3; ++c) {
+        const long long v = a[i * 3 + c];
+        long long smooth = v;  // smooth3x3 leaves the crop's border (and crops thinner than 3) unchanged
+        if (interior) {
+          long long s = 4 * v;  // centre weight 5 = 1 (in the 3x3 sum) + 4
+          for (int dy = -1; dy <= 1; ++dy)
+            for (int dx = -1; dx <= 1; ++dx) s += a[((y + dy) * w + (x + dx)) * 3 + c];
+          smooth = (s + 6) / 13;  // non-negative
+        }
+        buf_b[P.jit_off + i * 3 + c] = (unsigned char)ocp_blend_tenths(smooth, v, P.j_sharp);
+      }
+    }
+  }
+}
