@@ -15,6 +15,7 @@ import numpy as np
 from ocp_dali.geometry import Q_ONE
 from ocp_dali.masks import tight_boxes
 from ocp_dali.sample import Sample
+from ocp_dali.xp import array_module, to_numpy
 
 LSJ_RATIO_RANGE = (0.1, 2.0)
 
@@ -76,59 +77,70 @@ def sample_lsj(rng: np.random.Generator, h: int, w: int, out_size: tuple[int, in
     return LSJParams(out_h, out_w, sx, sy, cx, cy, vw, vh, flip, inv_q)  # type: ignore[arg-type]
 
 
-def sample_affine(image: np.ndarray, masks: list[np.ndarray], inv_q16: tuple[int, ...], out_h: int, out_w: int,
-                  valid_w: int, valid_h: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def sample_affine(image, masks: list, inv_q16: tuple[int, ...], out_h: int, out_w: int, valid_w: int,
+                  valid_h: int) -> tuple:
     """Resample an (H, W, 3) uint8 image (integer bilinear, clamped edges) and (N, H, W) bool stacks (nearest)
-    onto an ``out_h x out_w`` canvas; outside ``[0, valid_w) x [0, valid_h)`` is padding (0 / False)."""
+    onto an ``out_h x out_w`` canvas; outside ``[0, valid_w) x [0, valid_h)`` is padding (0 / False).
+    NumPy or CuPy arrays (the same arithmetic, so both give identical results)."""
     from ocp_dali.reference import bilinear_q16, nearest_q16
 
+    xp = array_module(image)
     h, w = image.shape[:2]
-    a, b, c, d, e, f = (np.int64(v) for v in inv_q16)
-    xs = np.arange(valid_w, dtype=np.int64)[None, :]
-    ys = np.arange(valid_h, dtype=np.int64)[:, None]
-    u = np.broadcast_to(a * xs + b * ys + c, (valid_h, valid_w))
-    v = np.broadcast_to(d * xs + e * ys + f, (valid_h, valid_w))
-    out_img = np.zeros((out_h, out_w, 3), dtype=np.uint8)
+    a, b, c, d, e, f = (int(v) for v in inv_q16)
+    xs = xp.arange(valid_w, dtype=xp.int64)[None, :]
+    ys = xp.arange(valid_h, dtype=xp.int64)[:, None]
+    u = xp.broadcast_to(a * xs + b * ys + c, (valid_h, valid_w))
+    v = xp.broadcast_to(d * xs + e * ys + f, (valid_h, valid_w))
+    out_img = xp.zeros((out_h, out_w, 3), dtype=xp.uint8)
     out_img[:valid_h, :valid_w] = bilinear_q16(image, u, v)
     iu, iv = nearest_q16(u, v, h, w)
     out_masks = []
     for stack in masks:
-        o = np.zeros((len(stack), out_h, out_w), dtype=bool)
+        o = xp.zeros((len(stack), out_h, out_w), dtype=bool)
         if len(stack):
             o[:, :valid_h, :valid_w] = stack[:, iv, iu]
         out_masks.append(o)
     return out_img, out_masks
 
 
+def _keypoints(kps: np.ndarray, p: LSJParams, flip_index, file_name: str) -> np.ndarray:
+    """Keypoints (N, K, 3) through the LSJ map (on the host: they are tiny); points leaving the canvas -> 0."""
+    out = np.zeros_like(kps)
+    lab = kps[..., 2] > 0
+    xy = p.forward(kps[..., :2].astype(np.float64))
+    inside = lab & (xy[..., 0] >= 0) & (xy[..., 0] <= p.valid_w) & (xy[..., 1] >= 0) & (xy[..., 1] <= p.valid_h)
+    out[inside, :2] = xy[inside]
+    out[inside, 2] = kps[inside, 2]
+    if p.flip and out.shape[1]:
+        if flip_index is None:
+            raise ValueError(f"{file_name}: a flipped sample has keypoints but no keypoint flip_index")
+        out = out[:, list(flip_index)]
+    return out
+
+
 def apply_lsj(sample: Sample, p: LSJParams, flip_index: tuple[int, ...] | None = None) -> Sample:
-    """Resample a sample and all its targets (``flip_index``: keypoint left/right permutation for the flip); instances whose visible mask leaves the canvas are removed
-    (counted in ``info['dropped_by_crop']``). Boxes are recomputed from the resampled visible masks; occlusion
-    rates are the instance's own (from the paste, not the crop); keypoints that leave the canvas become (0,0,0)."""
+    """Resample a sample and all its targets (``flip_index``: keypoint left/right permutation for the flip);
+    instances whose visible mask leaves the canvas are removed (counted in ``info['dropped_by_crop']``). Boxes are
+    recomputed from the resampled visible masks; occlusion rates are the instance's own (from the paste, not the
+    crop); keypoints that leave the canvas become (0, 0, 0). NumPy or CuPy samples."""
+    xp = array_module(sample.image)
     img, (vis, amodal, occl, crowd) = sample_affine(
         sample.image, [sample.masks, sample.amodal_masks, sample.occluder_masks, sample.crowd_masks],
         p.inv_q16, p.out_h, p.out_w, p.valid_w, p.valid_h)
-    keep = vis.reshape(len(vis), -1).any(axis=1) if len(vis) else np.zeros(0, dtype=bool)
+    n = vis.shape[0]
+    keep = vis.reshape(n, -1).any(axis=1) if n else xp.zeros(0, dtype=bool)
     kp = None
     if sample.keypoints is not None:
-        kp = np.zeros_like(sample.keypoints)
-        src = sample.keypoints
-        lab = src[..., 2] > 0
-        xy = p.forward(src[..., :2].astype(np.float64))
-        inside = lab & (xy[..., 0] >= 0) & (xy[..., 0] <= p.valid_w) & (xy[..., 1] >= 0) & (xy[..., 1] <= p.valid_h)
-        kp[inside, :2] = xy[inside]
-        kp[inside, 2] = src[inside, 2]
-        if p.flip and kp.shape[1]:
-            if flip_index is None:
-                raise ValueError(f"{sample.file_name}: a flipped sample has keypoints but no keypoint flip_index")
-            kp = kp[:, list(flip_index)]
-        kp = kp[keep]
-    crowd_keep = crowd.reshape(len(crowd), -1).any(axis=1) if len(crowd) else np.zeros(0, dtype=bool)
+        kp = _keypoints(to_numpy(sample.keypoints), p, flip_index, sample.file_name)[to_numpy(keep)]
+        kp = xp.asarray(kp)
+    c = crowd.shape[0]
+    crowd_keep = crowd.reshape(c, -1).any(axis=1) if c else xp.zeros(0, dtype=bool)
     info = dict(sample.info)
     info["dropped_by_crop"] = int((~keep).sum())
     vis_k = vis[keep]
     return Sample(
-        image=img, masks=vis_k, amodal_masks=amodal[keep], boxes=tight_boxes(vis_k).astype(np.float32),
+        image=img, masks=vis_k, amodal_masks=amodal[keep], boxes=tight_boxes(vis_k).astype(xp.float32),
         labels=sample.labels[keep], occlusion_rate=sample.occlusion_rate[keep], occluder_masks=occl[keep],
-        order=sample.order[np.ix_(keep, keep)], keypoints=kp, pasted=sample.pasted[keep],
+        order=sample.order[keep][:, keep], keypoints=kp, pasted=sample.pasted[keep],
         ann_ids=sample.ann_ids[keep], crowd_masks=crowd[crowd_keep], image_id=sample.image_id,
         file_name=sample.file_name, info=info)

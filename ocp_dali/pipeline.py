@@ -197,21 +197,22 @@ def ocp_stage_numpy(slots: int, geometry: bool, flip_index) -> Any:
             out = apply_numpy(plan, dst, _sources_of(plan, s_anns, s_imgs, batch_images))
             if geometry:
                 out = apply_lsj(out, unpack_lsj(lsjs[i]), plan.flip_index if plan.flip_index else flip_index)
-            for k, v in zip(OUTPUT_NAMES, _sample_arrays(out, np.asarray(keys[i]), len(anns[i]["skipped"]))):
-                outs[OUTPUT_NAMES.index(k)].append(v)
+            for k, v in enumerate(sample_arrays(out, np.asarray(keys[i]), len(anns[i]["skipped"]))):
+                outs[k].append(v)
         return tuple(outs)
 
     return stage
 
 
-def _sample_arrays(s: Sample, key: np.ndarray, skipped_anns: int) -> list[np.ndarray]:
+def sample_arrays(s: Sample, key: np.ndarray, skipped_anns: int, xp=np) -> list:
+    """The stage outputs of one sample, in ``OUTPUT_NAMES`` order, as contiguous ``xp`` (NumPy or CuPy) arrays."""
     n = len(s)
-    kp = s.keypoints if s.keypoints is not None else np.zeros((n, 0, 3), np.float32)
+    kp = s.keypoints if s.keypoints is not None else xp.zeros((n, 0, 3), dtype=xp.float32)
     info = s.info or {}
-    meta = np.asarray([int(key[0]), int(key[1]), s.image_id, info.get("pasted", 0), info.get("skipped", 0),
-                       info.get("dropped_existing", 0) + info.get("dropped_pasted", 0),
-                       info.get("dropped_by_crop", 0), skipped_anns], dtype=np.int64)
-    return [np.ascontiguousarray(a) for a in (s.image, s.masks, s.amodal_masks, s.occluder_masks, s.boxes, s.labels,
+    meta = xp.asarray(np.asarray([int(key[0]), int(key[1]), s.image_id, info.get("pasted", 0),
+                                  info.get("skipped", 0), info.get("dropped_existing", 0) + info.get("dropped_pasted", 0),
+                                  info.get("dropped_by_crop", 0), skipped_anns], dtype=np.int64))
+    return [xp.ascontiguousarray(a) for a in (s.image, s.masks, s.amodal_masks, s.occluder_masks, s.boxes, s.labels,
                                              s.occlusion_rate, s.order, kp, s.pasted, s.ann_ids, meta)]
 
 

@@ -17,6 +17,7 @@ from ocp_dali.masks import tight_box, tight_boxes
 from ocp_dali.photometric import jitter_image
 from ocp_dali.plan import PastePlan
 from ocp_dali.sample import Sample
+from ocp_dali.xp import array_module
 
 ALPHA_BITS = 12
 ALPHA_ONE = 1 << ALPHA_BITS
@@ -64,25 +65,27 @@ def feather_alpha(mask: np.ndarray, sigma: float, replicate: tuple[bool, bool, b
     return alpha * m
 
 
-def nearest_q16(u: np.ndarray, v: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel indices (clamped to the image) of Q16 coordinates: ``floor(u / 2**16)``."""
-    return np.clip(u >> Q_BITS, 0, w - 1), np.clip(v >> Q_BITS, 0, h - 1)
+def nearest_q16(u, v, h: int, w: int):
+    """Pixel indices (clamped to the image) of Q16 coordinates: ``floor(u / 2**16)`` (NumPy or CuPy)."""
+    xp = array_module(u)
+    return xp.clip(u >> Q_BITS, 0, w - 1), xp.clip(v >> Q_BITS, 0, h - 1)
 
 
-def bilinear_q16(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def bilinear_q16(img, u, v):
     """Integer bilinear samples (same shape as ``u``, plus 3 channels; uint8) of an (h, w, 3) uint8 image at Q16
-    coordinates (pixel ``i`` covers ``[i, i+1)``): 8-bit weights, clamped edges, round half up."""
+    coordinates (pixel ``i`` covers ``[i, i+1)``): 8-bit weights, clamped edges, round half up. NumPy or CuPy."""
+    xp = array_module(img)
     h, w = img.shape[:2]
     ub, vb = u - Q_HALF, v - Q_HALF
     u0, v0 = ub >> Q_BITS, vb >> Q_BITS
     fu = ((ub & 0xFFFF) >> 8)[..., None]
     fv = ((vb & 0xFFFF) >> 8)[..., None]
-    u0c, u1c = np.clip(u0, 0, w - 1), np.clip(u0 + 1, 0, w - 1)
-    v0c, v1c = np.clip(v0, 0, h - 1), np.clip(v0 + 1, 0, h - 1)
-    src = img.astype(np.int64)
+    u0c, u1c = xp.clip(u0, 0, w - 1), xp.clip(u0 + 1, 0, w - 1)
+    v0c, v1c = xp.clip(v0, 0, h - 1), xp.clip(v0 + 1, 0, h - 1)
+    src = img.astype(xp.int64)
     top = src[v0c, u0c] * (256 - fu) + src[v0c, u1c] * fu
     bot = src[v1c, u0c] * (256 - fu) + src[v1c, u1c] * fu
-    return ((top * (256 - fv) + bot * fv + 32768) >> 16).astype(np.uint8)
+    return ((top * (256 - fv) + bot * fv + 32768) >> 16).astype(xp.uint8)
 
 
 def warp_crop(
