@@ -1,6 +1,10 @@
 """MMEngine hooks of the adapter."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
@@ -27,3 +31,22 @@ class OCPEpochHook(Hook):
         n = len(runner.train_dataloader)
         if n and runner.iter % n == 0:
             self._set(runner, runner.iter // n)
+
+
+@HOOKS.register_module()
+class DataFingerprintHook(Hook):
+    """Appends, per training iteration, a hash of the batch (images and gt masks) to ``<work_dir>/data_stream.jsonl``:
+    the evidence that a resumed or re-run training sees the same augmentation stream."""
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if data_batch is None:
+            return
+        h = hashlib.sha256()
+        for img, ds in zip(data_batch["inputs"], data_batch["data_samples"]):
+            h.update(img.detach().cpu().numpy().tobytes())
+            h.update(ds.gt_instances.masks.to_ndarray().astype("uint8").tobytes())
+        rank = int(os.environ.get("RANK", 0))
+        with open(os.path.join(runner.work_dir, f"data_stream_rank{rank}.jsonl"), "a") as f:
+            f.write(json.dumps(dict(iter=runner.iter, epoch=runner.epoch, rank=rank, sha256=h.hexdigest(),
+                                    img_ids=[int(d.metainfo.get("img_id", -1)) for d in data_batch["data_samples"]]))
+                    + "\n")

@@ -48,6 +48,8 @@ def results_to_sample(results: dict, tag: int, ignore_as_crowd: bool) -> tuple[S
     instances (mmdet ``CopyPaste`` semantics) and the returned flags say which rows they are.
     """
     img = results["img"]
+    if img.dtype != np.uint8:  # e.g. LoadImageFromFile(to_float32=True): OC&P works on 8-bit pixels
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     h, w = img.shape[:2]
     masks = _masks_of(results, h, w)
     labels = np.asarray(results.get("gt_bboxes_labels", np.zeros(len(masks))), dtype=np.int64)
@@ -86,7 +88,7 @@ class OcclusionCopyPaste(BaseTransform):
     sample is augmented the same way in any worker. Parameters are ``OCPConfig``'s (seed names), optionally on top
     of a ``preset`` (``"ocp"``, ``"basic"``, ``"simple"``).
 
-    Required Keys: img (np.uint8, BGR), gt_bboxes (HorizontalBoxes), gt_bboxes_labels (np.int64),
+    Required Keys: img (BGR; np.uint8, or float images rounded to 8 bits), gt_bboxes (HorizontalBoxes), gt_bboxes_labels (np.int64),
     gt_masks (BitmapMasks or PolygonMasks), gt_ignore_flags (bool), mix_results (list of dicts with those keys).
 
     Modified Keys: img, gt_bboxes (tight boxes of the visible masks), gt_bboxes_labels, gt_masks (visible),

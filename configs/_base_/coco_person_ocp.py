@@ -1,0 +1,42 @@
+# COCO persons with OC&P (CPU path: mmdet pipeline with OcclusionCopyPaste). The seed's Mask R-CNN order: the
+# transform runs after Resize and before RandomFlip; sources come through OCPMixDataset (seeded per sample).
+custom_imports = dict(imports=["ocp_dali.mmdet"], allow_failed_imports=False)
+data_root = "../shared/data/coco_mini/"
+train_ann = "annotations/person_keypoints_train2017.json"
+train_img = "train2017/"
+val_ann = "annotations/person_keypoints_val2017.json"
+val_img = "val2017/"
+image_scale = (1333, 800)
+metainfo = dict(classes=("person",))
+ocp_transform = dict(type="OcclusionCopyPaste", preset="ocp", seed=0)
+
+load_pipeline = [
+    dict(type="LoadImageFromFile"),
+    dict(type="LoadAnnotations", with_bbox=True, with_mask=True, poly2mask=True),
+    dict(type="Resize", scale=image_scale, keep_ratio=True),
+]
+train_dataloader = dict(
+    batch_size=2, num_workers=2, persistent_workers=True,
+    sampler=dict(type="DefaultSampler", shuffle=True),
+    batch_sampler=dict(type="AspectRatioBatchSampler"),
+    dataset=dict(
+        type="OCPMixDataset",
+        dataset=dict(type="CocoDataset", data_root=data_root, ann_file=train_ann, data_prefix=dict(img=train_img),
+                     metainfo=metainfo, filter_cfg=dict(filter_empty_gt=True, min_size=32), pipeline=load_pipeline),
+        pipeline=[ocp_transform, dict(type="RandomFlip", prob=0.5), dict(type="PackDetInputs")]))
+val_dataloader = dict(
+    batch_size=1, num_workers=1, persistent_workers=False, drop_last=False,
+    sampler=dict(type="DefaultSampler", shuffle=False),
+    dataset=dict(type="CocoDataset", data_root=data_root, ann_file=val_ann, data_prefix=dict(img=val_img),
+                 metainfo=metainfo, test_mode=True,
+                 pipeline=[dict(type="LoadImageFromFile"), dict(type="Resize", scale=image_scale, keep_ratio=True),
+                           dict(type="LoadAnnotations", with_bbox=True, with_mask=True),
+                           dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
+                                                                 "scale_factor"))]))
+test_dataloader = val_dataloader
+val_evaluator = dict(type="CocoMetric", ann_file=data_root + val_ann, metric=["bbox", "segm"], format_only=False)
+test_evaluator = val_evaluator
+custom_hooks = [dict(type="OCPEpochHook")]
+randomness = dict(seed=0, diff_rank_seed=True)  # the sampler order and the model's own draws; OC&P has its own seed
+# --dali: trainers/train_mmdet.py builds DALIDetDataLoader from this instead of train_dataloader
+ocp_dali = dict(output_size=1024, lsj=False, py_num_workers=4, num_threads=4)
