@@ -83,7 +83,7 @@ def build_dataset(path: str, ann: str, img_dir: str, size: tuple[int, int]):
     load = [dict(type="LoadImageFromFile"),
             dict(type="LoadAnnotations", with_bbox=True, with_mask=True, poly2mask=True),
             dict(type="RandomResize", scale=(w, h), ratio_range=(0.1, 2.0), keep_ratio=True),
-            dict(type="RandomCrop", crop_type="absolute_range", crop_size=(w, h), recompute_bbox=True,
+            dict(type="RandomCrop", crop_type="absolute", crop_size=(w, h), recompute_bbox=True,
                  allow_negative_crop=True),
             dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-2, 1e-2)),
             dict(type="RandomFlip", prob=0.5),

@@ -38,25 +38,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def trust_own_checkpoints() -> None:
-    """Let MMEngine load its own checkpoints under torch >= 2.6.
-
-    torch.load now defaults to ``weights_only=True``, which rejects what MMEngine stores besides the weights
-    (message hub ``HistoryBuffer``s, numpy scalars, config dicts) and so breaks ``--resume``. The checkpoints loaded
-    here are the ones this trainer wrote or the user named on the command line, so they are trusted: local files are
-    loaded with ``weights_only=False``. Remote schemes keep MMEngine's defaults.
-    """
-    import torch
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    @CheckpointLoader.register_scheme(prefixes="", force=True)
-    def load_trusted_local(filename, map_location=None):
-        filename = osp.expanduser(filename)
-        if not osp.isfile(filename):
-            raise FileNotFoundError(f"{filename} can not be found.")
-        return torch.load(filename, map_location=map_location, weights_only=False)
-
-
 def dali_loader(cfg, runner):
     """``DALIDetDataLoader`` for the config: same data, same OC&P parameters, sharded by the runner's rank."""
     import torch
@@ -91,6 +72,7 @@ def main(argv=None) -> int:
     import torch
 
     import ocp_dali.mmdet  # noqa: F401  (registers the transform, dataset and hook)
+    from ocp_dali.mmdet.checkpoint import trust_own_checkpoints
 
     setup_cache_size_limit_of_dynamo()
     trust_own_checkpoints()
@@ -102,8 +84,15 @@ def main(argv=None) -> int:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir", None) is None:
         cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
-    if args.launcher != "none" and not torch.cuda.is_available():
-        cfg.env_cfg.dist_cfg = dict(cfg.env_cfg.get("dist_cfg", {}), backend="gloo")  # nccl needs GPUs
+    if args.launcher == "pytorch" and not torch.cuda.is_available():
+        # CPU-only DDP (tests, CPU machines): MMEngine's init_dist calls torch.cuda.set_device and its default
+        # wrapper passes GPU device_ids, so start gloo here (MMEngine then skips init_dist) and wrap without devices.
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get("find_unused_parameters", False))
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
