@@ -139,40 +139,38 @@ __device__ __forceinline__ bool ocp_cover_bit(const unsigned int* cover, const O
 
 // ---- block reductions (shared-memory trees; every thread of the block must call them) ----
 
+struct OcpSum {
+  __device__ __forceinline__ long long operator()(long long a, long long b) const { return a + b; }
+};
+struct OcpMin {
+  __device__ __forceinline__ long long operator()(long long a, long long b) const { return ocp_min(a, b); }
+};
+struct OcpMax {
+  __device__ __forceinline__ long long operator()(long long a, long long b) const { return ocp_max(a, b); }
+};
+
+// One tree reduction for every associative op; the result is returned to every thread of the block.
+template <class Op>
+__device__ __forceinline__ long long ocp_block_reduce(long long v, long long* sbuf, Op op) {
+  sbuf[threadIdx.x] = v;
+  __syncthreads();
+  for (unsigned int o = blockDim.x >> 1; o > 0; o >>= 1) {
+    if (threadIdx.x < o) sbuf[threadIdx.x] = op(sbuf[threadIdx.x], sbuf[threadIdx.x + o]);
+    __syncthreads();
+  }
+  const long long r = sbuf[0];
+  __syncthreads();
+  return r;
+}
+
 __device__ __forceinline__ long long ocp_block_sum(long long v, long long* sbuf) {
-  sbuf[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned int o = blockDim.x >> 1; o > 0; o >>= 1) {
-    if (threadIdx.x < o) sbuf[threadIdx.x] += sbuf[threadIdx.x + o];
-    __syncthreads();
-  }
-  const long long r = sbuf[0];
-  __syncthreads();
-  return r;
+  return ocp_block_reduce(v, sbuf, OcpSum());
 }
-
 __device__ __forceinline__ long long ocp_block_min(long long v, long long* sbuf) {
-  sbuf[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned int o = blockDim.x >> 1; o > 0; o >>= 1) {
-    if (threadIdx.x < o) sbuf[threadIdx.x] = ocp_min(sbuf[threadIdx.x], sbuf[threadIdx.x + o]);
-    __syncthreads();
-  }
-  const long long r = sbuf[0];
-  __syncthreads();
-  return r;
+  return ocp_block_reduce(v, sbuf, OcpMin());
 }
-
 __device__ __forceinline__ long long ocp_block_max(long long v, long long* sbuf) {
-  sbuf[threadIdx.x] = v;
-  __syncthreads();
-  for (unsigned int o = blockDim.x >> 1; o > 0; o >>= 1) {
-    if (threadIdx.x < o) sbuf[threadIdx.x] = ocp_max(sbuf[threadIdx.x], sbuf[threadIdx.x + o]);
-    __syncthreads();
-  }
-  const long long r = sbuf[0];
-  __syncthreads();
-  return r;
+  return ocp_block_reduce(v, sbuf, OcpMax());
 }
 
 // Tight box accumulated per thread as (min x, min y, max x, max y), reduced over the block and merged into
