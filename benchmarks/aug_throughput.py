@@ -220,6 +220,27 @@ def gpu_rows(size: tuple[int, int], people: int, batch_size: int, repeats: int) 
                 / 2**20)
 
 
+def train_rows(config: str, iters: int) -> dict:
+    """Mask R-CNN iteration and data time with the CPU loader and with the DALI loader (``trainers/train_mmdet.py``;
+    the DALI graph runs on CPU operators where there is no GPU)."""
+    import subprocess
+
+    out = {}
+    for name, flag in (("cpu_loader", []), ("dali_loader", ["--dali"])):
+        with tempfile.TemporaryDirectory() as wd:
+            cmd = [sys.executable, str(ROOT / "trainers" / "train_mmdet.py"), "--config", config, "--work-dir", wd,
+                   *flag, "--cfg-options", f"train_cfg.max_iters={iters}", "default_hooks.checkpoint.interval=100000"]
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+            if r.returncode != 0:
+                out[name] = dict(error=r.stderr[-1500:])
+                continue
+            log = sorted(Path(wd).glob("*/vis_data/scalars.json"))[-1]
+            rows = [json.loads(x) for x in log.read_text().splitlines() if '"time"' in x][2:]  # after warm-up
+            out[name] = dict(iter_s=_quartiles([x["time"] for x in rows]),
+                             data_s=_quartiles([x["data_time"] for x in rows]), iters=len(rows))
+    return dict(config=config, **out)
+
+
 # -- driver ----------------------------------------------------------------------------------------------------
 def _versions() -> dict:
     out = {"python": platform.python_version()}
@@ -264,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default=None, help="file name tag (default: cpu or the GPU name)")
     ap.add_argument("--train", action="store_true", help="also time Mask R-CNN iterations (CPU vs DALI loader)")
+    ap.add_argument("--train-config", default="configs/mask_rcnn/mask-rcnn_r18_fpn_ocp_tiny-cpu.py")
+    ap.add_argument("--train-iters", type=int, default=12)
     args = ap.parse_args(argv)
     if args.quick:
         args.resolutions, args.people, args.batch_sizes = ["1024"], [4], [2]
@@ -305,13 +328,17 @@ def main(argv: list[str] | None = None) -> int:
                                 batch_sizes=args.batch_sizes, images_per_run=args.images_per_run,
                                 repeats=args.repeats, warmup_rounds=1),
                   results=rows, gpu=gpu, summary=summary,
-                  train=dict(measured=False, reason="--train needs trainers/train_mmdet.py (issue 5)")
-                  if args.train else None)
+                  train=train_rows(args.train_config, args.train_iters) if args.train else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"aug_throughput_{tag}.json").write_text(json.dumps(report, indent=1))
     plot(rows, workers, out / f"aug_throughput_{tag}.png")
     print_table(rows, summary, gpu)
+    if report["train"]:
+        for k in ("cpu_loader", "dali_loader"):
+            t = report["train"].get(k, {})
+            print(f"train {k}: " + (f"{t['iter_s']['median']:.2f} s/iter (data {t['data_s']['median']:.2f} s)"
+                                    if "iter_s" in t else f"failed: {t.get('error', '')[-300:]}"))
     print(f"wrote {out / f'aug_throughput_{tag}.json'} and {out / f'aug_throughput_{tag}.png'}")
     return 0
 
@@ -365,19 +392,22 @@ def plot(rows: list[dict], workers: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    people = min((x["people"] for x in rows if x["resolution"] == "1024"), default=None)
     for p in PATHS:
-        w = [x for x in rows if x["path"] == p and x["resolution"] == "1024" and x["workers"] > 0]
+        w = [x for x in rows if x["path"] == p and x["resolution"] == "1024" and x["workers"] > 0
+             and x["people"] == people]
         for bs in sorted({x["batch_size"] for x in w}):
             pts = sorted((x["workers"], x["img_per_s"]["median"]) for x in w if x["batch_size"] == bs)
             a.plot(*zip(*pts), marker="o", label=f"{p} (batch {bs})")
-        r = [x for x in rows if x["path"] == p and x["workers"] == 0]
+        r = [x for x in rows if x["path"] == p and x["workers"] == 0 and x["people"] == people]
         seen = {}
         for x in r:
             seen.setdefault(x["resolution"], 1e3 / x["pipeline_ms"]["median"])
         if seen:
             b.plot(list(seen), list(seen.values()), marker="o", label=p)
-    a.set(xlabel="worker processes", ylabel="img/s", title="1024²: throughput vs workers")
-    b.set(xlabel="resolution", ylabel="img/s per core", title="whole pipeline, one core")
+    a.set(xlabel="worker processes", ylabel="img/s", title=f"1024², {people} people: throughput vs workers",
+          xticks=sorted(workers))
+    b.set(xlabel="resolution", ylabel="img/s per core", title=f"whole pipeline, one core, {people} people")
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
