@@ -72,7 +72,7 @@ def write_synthetic_coco(root: Path, size: tuple[int, int], people: int, n: int,
     return ann, d / "images"
 
 
-def build_dataset(path: str, ann: str, img_dir: str, size: tuple[int, int]):
+def build_dataset(path: str, ann: str, img_dir: str, size: tuple[int, int], overrides: dict | None = None):
     """The path's mmdet dataset: CocoDataset with the load pipeline, wrapped with its copy-paste transform."""
     import ocp_dali.mmdet  # noqa: F401  (registers OcclusionCopyPaste, OCPMixDataset)
     from mmdet.registry import DATASETS
@@ -92,8 +92,8 @@ def build_dataset(path: str, ann: str, img_dir: str, size: tuple[int, int]):
                 data_prefix=dict(img=str(img_dir) + "/"), metainfo=dict(classes=("person",)),
                 filter_cfg=dict(filter_empty_gt=True), pipeline=load)
     spec = PATHS[path]
-    return DATASETS.build(dict(type=spec["wrapper"], dataset=base,
-                               pipeline=[spec["transform"], dict(type="PackDetInputs")]))
+    transform = dict(spec["transform"], **(overrides or {}))
+    return DATASETS.build(dict(type=spec["wrapper"], dataset=base, pipeline=[transform, dict(type="PackDetInputs")]))
 
 
 # -- measurements (each per-core run in a fresh process) --------------------------------------------------------
@@ -103,15 +103,17 @@ def _quartiles(xs: list[float]) -> dict:
                 n=int(a.size))
 
 
-def per_core(path: str, ann: str, img_dir: str, size: tuple[int, int], n: int, repeats: int) -> dict:
+def per_core(path: str, ann: str, img_dir: str, size: tuple[int, int], n: int, repeats: int,
+             overrides: dict | None = None) -> dict:
     """Step and pipeline timings of one path in this (fresh) process, and its peak RSS."""
     import torch
 
     torch.set_num_threads(1)  # "per core"
-    ds = build_dataset(path, ann, img_dir, size)
+    ds = build_dataset(path, ann, img_dir, size, overrides)
     transform = ds.pipeline[0]
     inner = ds.dataset
     # prepared inputs, identical for every path: the load pipeline's output of image i, pasted from image i+1
+    # (and i+2, ... for larger baskets)
     # (mmdet's LSJ transforms draw from the global generators: seed them the same way in every path's process)
     import random
 
@@ -123,7 +125,8 @@ def per_core(path: str, ann: str, img_dir: str, size: tuple[int, int], n: int, r
             transform.set_sample(i, 0)
             transform.get_indexes(inner)  # (sets the basket length the transform replays)
         r = copy.deepcopy(inner[i])
-        r["mix_results"] = [copy.deepcopy(inner[(i + 1) % n])]
+        basket = int((overrides or {}).get("basket_size", 1))
+        r["mix_results"] = [copy.deepcopy(inner[(i + k) % n]) for k in range(1, basket + 1)]
         prepared.append(r)
     step, pipe = [], []
     for rep in range(repeats + 1):  # the first round warms up
@@ -280,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--people", nargs="+", type=int, default=[4, 10])
     ap.add_argument("--workers", nargs="+", type=int, default=None)
     ap.add_argument("--batch-sizes", nargs="+", type=int, default=[2, 8])
+    ap.add_argument("--paste-nums", nargs="+", default=["1,3", "5,6", "10,11"],
+                    help="paste_num sweep of the OC&P path (1024², most people, 3-image basket); 'lo,hi'")
     ap.add_argument("--images-per-run", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-iters", type=int, default=12)
     args = ap.parse_args(argv)
     if args.quick:
-        args.resolutions, args.people, args.batch_sizes = ["1024"], [4], [2]
+        args.resolutions, args.people, args.batch_sizes, args.paste_nums = ["1024"], [4], [2], []
         args.images_per_run, args.repeats = 6, 1
         args.workers = args.workers or [1, 2]
     workers = args.workers or sorted({1, 2, max(1, (os.cpu_count() or 2))})
@@ -316,6 +321,19 @@ def main(argv: list[str] | None = None) -> int:
             rows += [dict(path=path, resolution=res, people=people, **r) for r in got]
             bar.update()
     bar.close()
+    if args.paste_nums:
+        people = max(args.people)
+        size = parse_size("1024")
+        ann, img_dir = ((Path(args.ann), Path(args.images)) if args.ann else
+                        write_synthetic_coco(tmp, size, people, args.images_per_run))
+        for pn in tqdm(args.paste_nums, desc="paste_num sweep"):
+            lo, hi = (int(v) for v in pn.split(","))
+            over = dict(paste_num=(lo, hi), basket_size=3, min_size_paste=0.0)
+            with cf.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+                r = ex.submit(per_core, "ocp_ocp", str(ann), str(img_dir), size, args.images_per_run,
+                              args.repeats, over).result()
+            rows.append(dict(path="ocp_ocp", resolution="1024", people=people, workers=0, batch_size=1,
+                             paste_num=[lo, hi], basket_size=3, sweep="paste_num", **r))
     gpu = gpu_rows(parse_size("1024"), 10, 32, args.repeats)
     summary = summarise(rows, workers)
     tag = args.tag or (gpu.get("device", "cpu").replace(" ", "_") if gpu.get("available") else "cpu")
@@ -325,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                   data=("synthetic COCO-like scenes (ocp_dali.SyntheticScenes), JPEG q95" if not args.ann
                         else f"{args.ann}"),
                   settings=dict(resolutions=args.resolutions, people=args.people, workers=workers,
+                                paste_nums=args.paste_nums,
                                 batch_sizes=args.batch_sizes, images_per_run=args.images_per_run,
                                 repeats=args.repeats, warmup_rounds=1),
                   results=rows, gpu=gpu, summary=summary,
@@ -346,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
 def summarise(rows: list[dict], workers: list[int]) -> dict:
     """Ratios computed from the measured medians (1024², first people count)."""
     def med(path, key, res="1024"):
-        r = [x for x in rows if x["path"] == path and x["resolution"] == res and x["workers"] == 0]
+        r = [x for x in rows if x["path"] == path and x["resolution"] == res and x["workers"] == 0
+             and "sweep" not in x]
         return r[0][key]["median"] if r else None
 
     s: dict = {}
@@ -374,8 +394,9 @@ def print_table(rows: list[dict], summary: dict, gpu: dict) -> None:
         pipe = f"{r['pipeline_ms']['median']:.1f}" if "pipeline_ms" in r else ""
         ips = f"{r['img_per_s']['median']:.1f}" if "img_per_s" in r else f"{1e3 / r['pipeline_ms']['median']:.1f}"
         rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
+        pn = f"  paste_num={tuple(r['paste_num'])}" if "paste_num" in r else ""
         print(f"{r['path']:<17}{r['resolution']:>10}{r['people']:>5}{r['workers']:>5}{r['batch_size']:>4}"
-              f"{step:>10}{pipe:>10}{ips:>9}{rss:>9}")
+              f"{step:>10}{pipe:>10}{ips:>9}{rss:>9}{pn}")
     print("GPU:", gpu if not gpu.get("available") else {k: gpu[k] for k in ("device", "kernels_batch_ms",
                                                                           "pipeline_img_per_s")})
     sp = summary.get("speedup_step_ocp_simple_vs_mmdet_1024")
@@ -399,7 +420,7 @@ def plot(rows: list[dict], workers: list[int], path: Path) -> None:
         for bs in sorted({x["batch_size"] for x in w}):
             pts = sorted((x["workers"], x["img_per_s"]["median"]) for x in w if x["batch_size"] == bs)
             a.plot(*zip(*pts), marker="o", label=f"{p} (batch {bs})")
-        r = [x for x in rows if x["path"] == p and x["workers"] == 0 and x["people"] == people]
+        r = [x for x in rows if x["path"] == p and x["workers"] == 0 and x["people"] == people and "sweep" not in x]
         seen = {}
         for x in r:
             seen.setdefault(x["resolution"], 1e3 / x["pipeline_ms"]["median"])

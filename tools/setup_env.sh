@@ -21,8 +21,10 @@ echo "[setup_env] building $VENV (wheel cache: $WHEELHOUSE)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 
-# Build tools first: mmcv's setup.py imports pkg_resources, removed in setuptools 82.
-"${PIP[@]}" "setuptools<82" wheel ninja
+# Build tools first: mmcv's setup.py and mmengine import pkg_resources, removed in setuptools 82. Pin an exact
+# version: a venv starts with an old setuptools that satisfies "<82", and torch (setuptools>=77.0.3) would then pull
+# the newest one, without pkg_resources.
+"${PIP[@]}" setuptools==81.0.0 wheel ninja
 
 # torch: the pinned 2.13.0; where there is no GPU this resolves to the CPU wheel on the machine.
 "${PIP[@]}" torch==2.13.0
@@ -45,6 +47,7 @@ fi
 "${PIP[@]}" --no-deps --no-build-isolation -e .
 
 "$VENV/bin/python" - <<'PY'
+import pkg_resources  # noqa: F401  (mmengine needs it: the setuptools pin must have held)
 import torch, mmcv, mmdet, mmengine, numpy, pycocotools
 from mmcv.ops import RoIAlign, nms  # compiled ops must import
 print(f"[setup_env] torch {torch.__version__}, mmcv {mmcv.__version__} (ops ok), mmdet {mmdet.__version__}, "
