@@ -6,9 +6,10 @@ worker processes, plus ocp_dali on the GPU where one is present.
     python benchmarks/aug_throughput.py --quick      # CI smoke test, under a minute on 2 CPU cores
     python benchmarks/aug_throughput.py --ann A.json --images DIR
 
-Each path runs the same mmdet load pipeline (and, for the step, the same destination and source images) (decode, masks, LSJ: RandomResize(0.1-2.0) -> RandomCrop -> Flip ->
+Each path runs the same mmdet load pipeline (decode, masks, LSJ: RandomResize(0.1-2.0) -> RandomCrop -> Flip ->
 Pad) and differs only in its copy-paste transform. Measured: the copy-paste step alone on identical prepared inputs
-("step"), the whole pipeline per core ("pipeline"), and img/s of a torch DataLoader with 1..N workers ("workers").
+(the same destination and source images for every path: "step"), the whole pipeline per core ("pipeline"), and img/s
+of a torch DataLoader with 1..N workers ("workers").
 Medians and quartiles over repeats after a warm-up. Per-core runs happen in a fresh process each, whose peak RSS is
 reported. Writes JSON and a PNG plot to ``--out`` and prints a table and the summary line.
 """
@@ -210,17 +211,22 @@ def gpu_rows(size: tuple[int, int], people: int, batch_size: int, repeats: int) 
         cupy.cuda.Device().synchronize()
         if rep >= 2:
             times.append((time.perf_counter() - t0) * 1e3)
-    rates = []
-    with OCPLoader(ds, cfg, device="gpu", batch_size=batch_size, output_size=size[0],
-                   py_num_workers=max(1, os.cpu_count() - 2)) as loader:
-        for rep in range(repeats + 1):
-            t0 = time.perf_counter()
-            count = sum(len(b["indices"]) for b in loader)
-            if rep:
-                rates.append(count / (time.perf_counter() - t0))
-    return dict(available=True, device=name, kernels_batch_ms=_quartiles(times),
-                pipeline_img_per_s=_quartiles(rates), peak_gpu_mem_mb=cupy.get_default_memory_pool().total_bytes()
-                / 2**20)
+    def pipeline_rate(c: OCPConfig) -> dict:
+        rates = []
+        with OCPLoader(ds, c, device="gpu", batch_size=batch_size, output_size=size[0],
+                       py_num_workers=max(1, (os.cpu_count() or 2) - 2)) as loader:
+            for rep in range(repeats + 1):
+                t0 = time.perf_counter()
+                count = sum(len(b["indices"]) for b in loader)
+                if rep:
+                    rates.append(count / (time.perf_counter() - t0))
+        return _quartiles(rates)
+
+    with_ocp, without = pipeline_rate(cfg), pipeline_rate(cfg.replace(prob=0.0))
+    return dict(available=True, device=name, kernels_batch_ms=_quartiles(times), pipeline_img_per_s=with_ocp,
+                pipeline_without_ocp_img_per_s=without,
+                ocp_overhead=without["median"] / with_ocp["median"] - 1.0,
+                peak_gpu_mem_mb=cupy.get_default_memory_pool().total_bytes() / 2**20)
 
 
 def train_rows(config: str, iters: int) -> dict:

@@ -14,6 +14,7 @@ image_id, pasted, skipped, dropped_existing + dropped_pasted, dropped_by_crop, s
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -38,8 +39,9 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 _LSJ_FIELDS = 13
 
 
+@functools.lru_cache(maxsize=1)
 def _placeholder_png() -> np.ndarray:
-    """A 1x1 PNG for unused source slots (a decoder always needs valid bytes)."""
+    """A 1x1 PNG for unused source slots (a decoder always needs valid bytes); made once per process."""
     from PIL import Image
 
     buf = io.BytesIO()

@@ -155,7 +155,8 @@ def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample |
 
     Args:
         plan: from ``sample_plan``; ``plan.height/width`` must match the destination.
-        destination: the sample pasted onto (not modified).
+        destination: the sample pasted onto (not modified). Its ``boxes`` must be the tight boxes of its
+            ``masks``, as for every ``Sample`` made by ``Sample.from_instances`` or by ``apply``.
         sources: one entry per ``plan.basket`` position (entries the plan does not use may be None).
 
     Returns:

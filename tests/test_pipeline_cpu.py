@@ -1,17 +1,15 @@
 """The DALI graph on CPU operators: equal to the reference sample by sample, deterministic, sharded, epoch-aware."""
 import json
-import shutil
 import signal
 import subprocess
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import ROOT, data_path
-from ocp_dali import CocoInstances, DataError, OCPConfig, SyntheticScenes
+from ocp_dali import CocoInstances, OCPConfig, SyntheticScenes
 from ocp_dali.pipeline import IMAGENET_MEAN, IMAGENET_STD, reference_sample
 from ocp_dali.torch import OCPLoader, OCPDataset
 

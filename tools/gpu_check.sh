@@ -39,7 +39,7 @@ print(f"python {sys.version.split()[0]}, numpy {numpy.__version__}, cupy {cupy._
 PY
 
 echo "== tests: GPU parity + kernel compile"
-OCP_REQUIRE_GPU=1 "$PY" -m pytest -q -rs tests/test_gpu_parity.py tests/test_kernels_compile.py
+OCP_REQUIRE_GPU=1 "$PY" -m pytest -q -rs tests/test_gpu_parity.py tests/test_pipeline_gpu.py tests/test_kernels_compile.py
 
 SAN=$(command -v compute-sanitizer || true)
 for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
