@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,9 +121,6 @@ class EpochSource:
 
     def indices(self, epoch: int) -> np.ndarray:
         return shard_indices(len(self.dataset), self.seed, epoch, self.shuffle, self.shard_id, self.num_shards)
-
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.indices(self.epoch_offset)) / self.batch_size)
 
     def batch_indices(self, epoch: int, iteration: int) -> np.ndarray:
         idx = self.indices(epoch)

@@ -13,7 +13,7 @@ import torch
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
 from ocp_dali.errors import DataError
-from ocp_dali.pipeline import OUTPUT_NAMES, build_pipeline, reference_sample
+from ocp_dali.pipeline import OUTPUT_NAMES, build_pipeline, reference_sample, shard_indices
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def _to_torch_list(tl, device: str) -> list[torch.Tensor]:
 class OCPLoader:
     """Iterable over augmented batches from the DALI pipeline, one epoch per ``iter()``.
 
-    Each batch is a dict: ``images`` (B, 3, S, S) float32 normalised (a list of (H, W, 3) uint8 with
-    ``geometry=False``); per-sample lists ``masks``, ``amodal_masks``, ``occluder_masks`` (N_i, S, S) bool,
+    Each batch is a dict: ``images`` (B, 3, S, S) float32 normalised ((B, S, S, 3) uint8 with ``normalize=False``;
+    a list of (H, W, 3) uint8 with ``geometry=False``); per-sample lists ``masks``, ``amodal_masks``, ``occluder_masks`` (N_i, S, S) bool,
     ``boxes`` (N_i, 4) float32, ``labels`` (N_i,) int64, ``occlusion_rate``, ``order`` (N_i, N_i) bool,
     ``keypoints`` (N_i, K, 3) float32, ``pasted``, ``ann_ids``; and ``indices``, ``image_ids``, ``epoch``.
     Tensors live on the pipeline's device. ``stats`` accumulates pastes, drops and skipped annotations.
@@ -58,8 +58,8 @@ class OCPLoader:
     def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, device: str = "gpu",
                  batch_size: int = 8, output_size: int | tuple[int, int] = 1024, seed: int = 0,
                  py_num_workers: int = 2, num_threads: int = 2, shard_id: int | None = None,
-                 num_shards: int | None = None, lsj: bool = True, geometry: bool = True, shuffle: bool = True,
-                 epoch: int = 0) -> None:
+                 num_shards: int | None = None, lsj: bool = True, geometry: bool = True, normalize: bool = True,
+                 shuffle: bool = True, epoch: int = 0) -> None:
         rank, world = _dist_rank_world()
         self.dataset = dataset
         self.cfg = cfg or OCPConfig.ocp()
@@ -68,7 +68,7 @@ class OCPLoader:
                        num_threads=num_threads, py_num_workers=py_num_workers,
                        shard_id=rank if shard_id is None else shard_id,
                        num_shards=world if num_shards is None else num_shards, lsj=lsj, geometry=geometry,
-                       shuffle=shuffle)
+                       normalize=normalize, shuffle=shuffle)
         self.stats: Counter[str] = Counter()
         self._pipe = None
         self._epoch = epoch
@@ -103,15 +103,10 @@ class OCPLoader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
     def __len__(self) -> int:
-        n = len(np.array_split(np.arange(len(self.dataset)), self.kw["num_shards"])[self.kw["shard_id"]])
-        return math.ceil(n / self.kw["batch_size"])
+        kw = self.kw  # shard sizes do not depend on the epoch
+        n = len(shard_indices(len(self.dataset), kw["seed"], 0, kw["shuffle"], kw["shard_id"], kw["num_shards"]))
+        return math.ceil(n / kw["batch_size"])
 
     # -- iteration ---------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:

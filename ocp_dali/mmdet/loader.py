@@ -102,8 +102,8 @@ class DALIDetDataLoader:
         self.output_size = output_size
         self.loader = OCPLoader(dataset, cfg, device=device, batch_size=batch_size, output_size=output_size,
                                 seed=seed, py_num_workers=py_num_workers, num_threads=num_threads, lsj=lsj,
-                                geometry=True, shard_id=shard_id, num_shards=num_shards)
-        self.loader.kw["normalize"] = False  # mmdet's data preprocessor normalises
+                                geometry=True, normalize=False,  # mmdet's data preprocessor normalises
+                                shard_id=shard_id, num_shards=num_shards)
         cat_ids = list(getattr(dataset, "cat_ids", [1]))
         self._label_of = {c: i for i, c in enumerate(cat_ids)}
         self.metainfo = dict(classes=tuple(getattr(dataset, "classes", ("person",))))
