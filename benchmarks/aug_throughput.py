@@ -181,8 +181,8 @@ def run_path(path: str, ann: str, img_dir: str, size: tuple[int, int], n: int, r
     return rows
 
 
-def gpu_rows(size: tuple[int, int], people: int, batch_size: int, repeats: int) -> dict:
-    """ocp_dali on the GPU: kernels alone on a pre-decoded batch, and the whole DALI pipeline."""
+def gpu_unusable() -> str | None:
+    """Why there is no usable CUDA GPU here, or None."""
     try:
         import cupy
 
@@ -190,14 +190,22 @@ def gpu_rows(size: tuple[int, int], people: int, batch_size: int, repeats: int) 
             raise RuntimeError("no CUDA device")
         cupy.zeros(1)
     except Exception as e:  # noqa: BLE001  (any failure means: no usable GPU here)
-        return dict(available=False, reason=f"no usable GPU: {type(e).__name__}: {e}")
-    from ocp_dali import OCPConfig, SyntheticScenes, plan_for
+        return f"no usable GPU: {type(e).__name__}: {e}"
+    return None
+
+
+def gpu_rows(ann: Path, img_dir: Path, size: tuple[int, int], batch_size: int, repeats: int) -> dict:
+    """ocp_dali on the GPU: kernels alone on a pre-decoded batch, and the whole DALI pipeline, both on JPEG files
+    like the CPU rows' (synthetic scenes rendered in the workers would time the renderer, not the pipeline)."""
+    import cupy
+
+    from ocp_dali import CocoInstances, OCPConfig, plan_for
     from ocp_dali.kernels.apply import apply_cupy_batch
     from ocp_dali.torch import OCPLoader
 
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
     name = name.decode() if isinstance(name, bytes) else str(name)
-    ds = SyntheticScenes(64, seed=0, image_size=size, max_people=people)
+    ds = CocoInstances(ann, img_dir, classes=["person"])
     cfg = OCPConfig.ocp(prob=1.0)
     idx = list(range(batch_size))
     plans = [plan_for(ds, i, cfg=cfg) for i in idx]
@@ -229,7 +237,7 @@ def gpu_rows(size: tuple[int, int], people: int, batch_size: int, repeats: int) 
                 peak_gpu_mem_mb=cupy.get_default_memory_pool().total_bytes() / 2**20)
 
 
-def train_rows(config: str, iters: int) -> dict:
+def train_rows(config: str, iters: int, options: list[str] | None = None) -> dict:
     """Mask R-CNN iteration and data time with the CPU loader and with the DALI loader (``trainers/train_mmdet.py``;
     the DALI graph runs on CPU operators where there is no GPU)."""
     import subprocess
@@ -238,7 +246,8 @@ def train_rows(config: str, iters: int) -> dict:
     for name, flag in (("cpu_loader", []), ("dali_loader", ["--dali"])):
         with tempfile.TemporaryDirectory() as wd:
             cmd = [sys.executable, str(ROOT / "trainers" / "train_mmdet.py"), "--config", config, "--work-dir", wd,
-                   *flag, "--cfg-options", f"train_cfg.max_iters={iters}", "default_hooks.checkpoint.interval=100000"]
+                   *flag, "--cfg-options", f"train_cfg.max_iters={iters}", "default_hooks.checkpoint.interval=100000",
+                   *(options or [])]
             r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=3600)
             if r.returncode != 0:
                 out[name] = dict(error=r.stderr[-1500:])
@@ -298,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", action="store_true", help="also time Mask R-CNN iterations (CPU vs DALI loader)")
     ap.add_argument("--train-config", default="configs/mask_rcnn/mask-rcnn_r18_fpn_ocp_tiny-cpu.py")
     ap.add_argument("--train-iters", type=int, default=12)
+    ap.add_argument("--train-cfg-options", nargs="*", default=[],
+                    help="extra --cfg-options for the --train runs (e.g. model.backbone.init_cfg=None offline)")
     args = ap.parse_args(argv)
     if args.quick:
         args.resolutions, args.people, args.batch_sizes, args.paste_nums = ["1024"], [4], [2], []
@@ -340,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                               args.repeats, over).result()
             rows.append(dict(path="ocp_ocp", resolution="1024", people=people, workers=0, batch_size=1,
                              paste_num=[lo, hi], basket_size=3, sweep="paste_num", **r))
-    gpu = gpu_rows(parse_size("1024"), 10, 32, args.repeats)
+    gpu_size, why = parse_size("1024"), gpu_unusable()
+    gpu = (dict(available=False, reason=why) if why else
+           gpu_rows(*write_synthetic_coco(tmp, gpu_size, max(args.people), 64), gpu_size, 32, args.repeats))
     summary = summarise(rows, workers)
     tag = args.tag or (gpu.get("device", "cpu").replace(" ", "_") if gpu.get("available") else "cpu")
     tag += "_quick" if args.quick else ""
@@ -353,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                                 batch_sizes=args.batch_sizes, images_per_run=args.images_per_run,
                                 repeats=args.repeats, warmup_rounds=1),
                   results=rows, gpu=gpu, summary=summary,
-                  train=train_rows(args.train_config, args.train_iters) if args.train else None)
+                  train=train_rows(args.train_config, args.train_iters, args.train_cfg_options) if args.train
+                  else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"aug_throughput_{tag}.json").write_text(json.dumps(report, indent=1))

@@ -4,7 +4,8 @@
 #   2. the parity suite and the compile tests (the parity suite must run, not skip: OCP_REQUIRE_GPU=1);
 #   3. compute-sanitizer memcheck and racecheck on a small driver (kernels/sanitize_driver.py);
 #   4. the timing benchmark (writes benchmarks/results/gpu_apply_<device>.json).
-# Any failure stops the script with a non-zero exit. OCP_GPU_EXAMPLES sets the hypothesis examples (default 2000).
+# Any failure stops the script with a non-zero exit. OCP_GPU_EXAMPLES sets the hypothesis examples (default 2000);
+# OCP_GPU_STEPS picks steps 2-4 (default "tests sanitizer timing"), e.g. to split them over calls with a time limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${PY:-}" ]; then
@@ -17,7 +18,12 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH="/tmp/ocp_site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# kernels/ is the package ocp_dali.kernels once installed (setup.py's package_dir); in a bare checkout on a machine
+# without network (no pip install), an ignored link makes the source tree importable as it is
+"$PY" -c "import ocp_dali.kernels" 2>/dev/null || ln -sfn ../kernels ocp_dali/kernels
 LOGS=${OCP_GPU_LOGS:-out/gpu_check}
+STEPS=" ${OCP_GPU_STEPS:-tests sanitizer timing} "
+step() { [[ "$STEPS" == *" $1 "* ]]; }
 mkdir -p "$LOGS"
 
 echo "== nvidia-smi"
@@ -38,9 +44,13 @@ print(f"python {sys.version.split()[0]}, numpy {numpy.__version__}, cupy {cupy._
       f"(sm_{props['major']}{props['minor']})")
 PY
 
-echo "== tests: GPU parity + kernel compile"
-OCP_REQUIRE_GPU=1 "$PY" -m pytest -q -rs tests/test_gpu_parity.py tests/test_pipeline_gpu.py tests/test_kernels_compile.py
+if step tests; then
+  echo "== tests: GPU parity + kernel compile"
+  OCP_REQUIRE_GPU=1 "$PY" -m pytest -q -rs tests/test_gpu_parity.py tests/test_pipeline_gpu.py \
+    tests/test_kernels_compile.py
+fi
 
+if step sanitizer; then
 SAN=$(command -v compute-sanitizer || true)
 for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
   [ -n "$SAN" ] || { [ -x "$c" ] && SAN=$c; } || true
@@ -65,7 +75,10 @@ for tool in memcheck racecheck; do
     exit 1
   fi
 done
+fi
 
-echo "== timing"
-"$PY" benchmarks/gpu_apply_timing.py
+if step timing; then
+  echo "== timing"
+  "$PY" benchmarks/gpu_apply_timing.py
+fi
 echo "gpu_check: all GPU checks passed"
