@@ -6,7 +6,8 @@ re-encoded before DALI sees them (``bytes_for_decoder``). Any other format is a 
 
 One decode rule (``decode_image``), so the CPU path and the DALI graph see the same pixels:
 
-- EXIF orientation (tag 0x0112) is applied: the result has the *displayed* size (``ImageOps.exif_transpose``);
+- EXIF orientation (tag 0x0112) is applied: the result has the *displayed* size. The transposition is the one
+  ``ImageOps.exif_transpose`` makes, applied from the tag ``probe_image`` read, so probe and decode always agree;
 - every mode becomes 8-bit RGB: gray ``L``/``1`` is replicated to 3 channels; palette ``P``/``PA`` goes through its
   palette; alpha (``LA``, ``RGBA``, ``PA``) is dropped, not composited; ``CMYK`` uses Pillow's CMYK -> RGB;
 - 16-bit gray (``I;16``, ``I;16B``, ``I;16L``, and ``I`` as Pillow used to open 16-bit PNGs) keeps the high byte:
@@ -14,6 +15,10 @@ One decode rule (``decode_image``), so the CPU path and the DALI graph see the s
   to 255, which makes most 16-bit images white. 16-bit RGB PNGs are opened by Pillow as 8-bit ``RGB`` already
   (high byte, the same rule);
 - truncated or corrupt data is an error, never a partly grey image (``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False).
+
+Limit: a JPEG cut short *and closed with an end-of-image marker* (or damaged inside its compressed data) decodes
+without an error in Pillow: libjpeg fills the missing blocks with grey and only warns. Neither the probe nor the
+decode can tell; DALI's decoders behave alike.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ocp_dali.errors import DataError
 
@@ -38,6 +43,12 @@ _TAIL_BYTES = 4096
 _JPEG_EOI = b"\xff\xd9"
 _PNG_IEND = b"IEND\xaeB`\x82"  # chunk type and its fixed CRC
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# EXIF orientation -> the transposition that shows the image upright (ImageOps.exif_transpose's table)
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,36 @@ def _open(raw: bytes, path: str) -> Image.Image:
         raise DataError(path, f"cannot identify image ({type(e).__name__}: {e})") from None
 
 
+def _png_exif_block(raw: bytes) -> bytes | None:
+    """The data of a PNG's eXIf chunk, found by walking the chunk headers (no decompression), or None.
+
+    Pillow's ``getexif`` on a PNG decodes the whole image first (an eXIf chunk may follow the image data).
+    """
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(raw):
+        length = int.from_bytes(raw[pos:pos + 4], "big")
+        kind = raw[pos + 4:pos + 8]
+        if kind == b"eXIf":
+            return raw[pos + 8:pos + 8 + length]
+        if kind == b"IEND":
+            break
+        pos += 12 + length  # length, type, data, CRC
+    return None
+
+
+def _orientation(im: Image.Image, fmt: str, raw: bytes) -> int:
+    """EXIF orientation tag of an opened image (1 when absent), read without decoding pixels."""
+    if fmt == "PNG":
+        block = _png_exif_block(raw)
+        if block is None:
+            return 1
+        exif = Image.Exif()
+        exif.load(block)
+    else:
+        exif = im.getexif()  # JPEG, TIFF, WEBP: parsed from the header
+    return int(exif.get(0x0112, 1))
+
+
 def probe_image(data: bytes | np.ndarray, path: str) -> ImageHeader:
     """Header of an encoded image without decoding its pixels, plus cheap truncation checks.
 
@@ -102,7 +143,7 @@ def probe_image(data: bytes | np.ndarray, path: str) -> ImageHeader:
         if fmt == "PNG" and _PNG_IEND not in raw[-_TAIL_BYTES:]:
             raise DataError(path, "truncated (PNG has no IEND chunk)")
         try:
-            orientation = int(im.getexif().get(0x0112, 1))
+            orientation = _orientation(im, fmt, raw)
         except Exception as e:  # Pillow raises assorted errors on malformed EXIF blocks
             raise DataError(path, f"cannot read EXIF ({type(e).__name__}: {e})") from None
         if orientation not in range(1, 9):
@@ -146,7 +187,7 @@ def decode_image(data: bytes | np.ndarray, path: str) -> np.ndarray:
         with _open(raw, path) as im:
             im.load()
             if header.orientation != 1:
-                im = ImageOps.exif_transpose(im)
+                im = im.transpose(_ORIENTATION_TRANSPOSE[header.orientation])
             rgb = _to_rgb8(im, path)
     except DataError:
         raise
