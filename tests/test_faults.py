@@ -135,6 +135,27 @@ def test_bytes_for_decoder_gives_a_plain_decoder_the_pixels_of_decode_image(corp
                      "exif8", "png_exif6"}
 
 
+def test_dali_cpu_decoder_decodes_bytes_for_decoder_to_decode_image(corpus, ds):
+    """The contract with the DALI graph, on DALI's CPU decoder: exactly ``decode_image``'s pixels for every good
+    corpus image (measured with DALI 2.4: its own decode of the 16-bit PNGs differs from ``>> 8`` by 1 level)."""
+    dali = pytest.importorskip("nvidia.dali")
+    from nvidia.dali import fn, types
+
+    idx = [i for i in corpus.good if i != corpus.index["huge"]]
+    data = [bytes_for_decoder(ds.read_bytes(i), str(ds.file_path(i))) for i in idx]
+
+    @dali.pipeline_def(batch_size=len(idx), num_threads=1, device_id=None, exec_pipelined=False, exec_async=False)
+    def decode():
+        return fn.decoders.image(fn.external_source(source=lambda: data, batch=True, dtype=types.UINT8),
+                                 device="cpu", output_type=types.RGB)
+
+    pipe = decode()
+    pipe.build()
+    (out,) = pipe.run()
+    for k, i in enumerate(idx):
+        assert np.array_equal(np.asarray(out.at(k)), ds.read_image(i)), ds.file_path(i).name
+
+
 # ---------------------------------------------------------------- bad images
 
 
