@@ -2,7 +2,7 @@
 odd image modes, EXIF orientation, degenerate annotations and extreme instance counts, plus what each must produce.
 
 Every pixel is synthetic (``ocp_dali.SyntheticScenes`` renders, flat colours, random bytes); nothing comes from
-real data. Deterministic: the same files on every call. About 1 s and 3 MB.
+real data. Deterministic: the same files on every call. About 2 s and 2 MB.
 
 Dataset indices: ``CocoInstances`` orders images by id; the corpus gives ids 1, 2, ... in the order written, so the
 dataset index of image id ``k`` is ``k - 1``. Every field below uses dataset indices.
