@@ -69,7 +69,7 @@ def segmentation_rle(seg: object, h: int, w: int) -> dict:
     """pycocotools RLE (compressed counts) of a COCO ``segmentation`` for an ``h`` x ``w`` image.
 
     Polygons: lists of ``[x0, y0, x1, y1, ...]`` numbers, rasterised and merged by pycocotools. Self-intersecting
-    polygons are rasterised as pycocotools does (even-odd fill) and kept; parts outside the image are clipped by the
+    polygons are rasterised as pycocotools does and kept; parts outside the image are clipped by the
     rasteriser. Parts with fewer than 3 points have no area and are left out of a multi-part mask (pycocotools
     would read a first part of 4 numbers as a box). RLE: ``{"size": [h, w], "counts": str | list[int]}``.
 
@@ -155,12 +155,12 @@ class CocoInstances:
       after EXIF orientation): ``DataError`` naming the file from ``probe``, ``read_image`` and ``load``;
     - an annotation: a *skip*, logged as a warning, listed in ``skips`` and in ``annotation(i)["skipped"]``, never
       silent. At construction: annotations without an integer id, whose ``image_id`` is not an image of the json
-      (pycocotools would drop them silently) or without ``category_id``. When image ``i``'s annotations are first
-      read: an unknown category id, a ``bbox`` that is not 4 finite numbers with non-negative size (boxes are
-      otherwise recomputed from the masks), a segmentation that cannot make a non-empty mask (see
-      ``segmentation_rle``), and keypoints that are not ``3 * K`` finite numbers with visibility 0, 1 or 2 and every
-      labelled point inside ``[0, W] x [0, H]`` (points exactly on the border are kept). Unlabelled points
-      (``v = 0``) are set to ``(0, 0, 0)``, COCO's convention.
+      (pycocotools would drop them silently), without an integer ``category_id``, or repeating an earlier
+      annotation's id. When image ``i``'s annotations are first read: an unknown category id, a ``bbox`` that is
+      not 4 finite numbers with non-negative size (boxes are otherwise recomputed from the masks), a segmentation
+      that cannot make a non-empty mask (see ``segmentation_rle``), and keypoints that are not ``3 * K`` finite
+      numbers with visibility 0, 1 or 2 and every labelled point inside ``[0, W] x [0, H]`` (points exactly on the
+      border are kept). Unlabelled points (``v = 0``) are set to ``(0, 0, 0)``, COCO's convention.
     """
 
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike, classes: list[str] | None = None):
