@@ -15,6 +15,11 @@ class InstanceDataset(Protocol):
 
     ``meta(i)`` must be cheap (no image decoding): planning runs on it. ``load(i)`` decodes the image and masks;
     its non-crowd instances are in the order of ``meta(i).boxes``.
+
+    Datasets read from files also offer ``probe(i, data=None) -> ocp_dali.data.imageio.ImageHeader``: the image's
+    header (no pixel decoding) checked against the annotations, raising ``DataError`` naming the file when the image
+    is missing, truncated, unreadable or not the annotated size (``CocoInstances``, ``SyntheticScenes``). Loaders
+    can call it to skip a bad image before it reaches a decoder.
     """
 
     def __len__(self) -> int: ...

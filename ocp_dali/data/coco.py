@@ -9,16 +9,20 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ocp_dali.data.base import draw_basket, sample_from_annotation
-from ocp_dali.data.rle import pack_counts
+from ocp_dali.data.rle import counts_from_string, pack_counts
 from ocp_dali.errors import DataError
 from ocp_dali.plan import ImageMeta
 from ocp_dali.sample import Sample
+
+if TYPE_CHECKING:
+    from ocp_dali.data.imageio import ImageHeader
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,77 @@ def flip_index_from_names(names: list[str]) -> tuple[int, ...]:
         else:
             out.append(i)
     return tuple(out)
+
+
+def _is_number(v: object) -> bool:
+    """A JSON number (bool is an int to Python, not to JSON)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_int(v: object) -> bool:
+    """A positive integer, also when a tool wrote it as a float (``640.0``)."""
+    return _is_number(v) and math.isfinite(v) and float(v).is_integer() and v > 0  # type: ignore[arg-type]
+
+
+def bbox_problem(bbox: object) -> str | None:
+    """Why a COCO ``bbox`` ``[x, y, w, h]`` is unusable, or None when it is 4 finite numbers with w, h >= 0."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        return f"bbox {bbox!r} is not 4 numbers"
+    if not all(math.isfinite(v) for v in bbox):
+        return f"bbox {list(bbox)} is not finite"
+    if bbox[2] < 0 or bbox[3] < 0:
+        return f"bbox {list(bbox)} has negative size"
+    return None
+
+
+def segmentation_rle(seg: object, h: int, w: int) -> dict:
+    """pycocotools RLE (compressed counts) of a COCO ``segmentation`` for an ``h`` x ``w`` image.
+
+    Polygons: lists of ``[x0, y0, x1, y1, ...]`` numbers, rasterised and merged by pycocotools. Self-intersecting
+    polygons are rasterised as pycocotools does and kept; parts outside the image are clipped by the
+    rasteriser. Parts with fewer than 3 points have no area and are left out of a multi-part mask (pycocotools
+    would read a first part of 4 numbers as a box). RLE: ``{"size": [h, w], "counts": str | list[int]}``.
+
+    Raises ``ValueError`` with the reason when no mask can be made: no polygon of 3 points, an odd number of
+    coordinates, coordinates that are not finite numbers, an RLE of another size, RLE counts that are not
+    non-negative integers or do not cover exactly ``h * w`` pixels. An empty result is not an error here.
+    """
+    if isinstance(seg, list):
+        if not seg:
+            raise ValueError("empty segmentation")
+        for part in seg:
+            if not isinstance(part, list):
+                raise ValueError(f"polygon {part!r} is not a list of coordinates")
+            if not all(_is_number(v) and math.isfinite(v) for v in part):
+                raise ValueError("polygon coordinates are not all finite numbers")
+            if len(part) % 2:
+                raise ValueError(f"polygon has an odd number of coordinates ({len(part)})")
+        polys = [p for p in seg if len(p) >= 6]
+        if not polys:
+            raise ValueError("no polygon with at least 3 points")
+        return mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+    if isinstance(seg, dict) and "counts" in seg:
+        if list(seg.get("size", [h, w])) != [h, w]:
+            raise ValueError(f"RLE size {seg.get('size')} differs from the image's {[h, w]}")
+        counts = seg["counts"]
+        if isinstance(counts, (str, bytes)):
+            try:
+                runs = counts_from_string(counts)
+            except (IndexError, OverflowError, UnicodeEncodeError, ValueError) as e:
+                raise ValueError(f"RLE counts string cannot be decoded ({type(e).__name__})") from None
+            covered = int(runs.astype(np.int64).sum())
+            rle = {"size": [h, w], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        elif isinstance(counts, list):
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+                raise ValueError("RLE counts must be non-negative integers")
+            covered = sum(counts)
+            rle = None
+        else:
+            raise ValueError(f"RLE counts must be a string or a list, got {type(counts).__name__}")
+        if covered != h * w:
+            raise ValueError(f"RLE counts cover {covered} pixels, the {w}x{h} image has {h * w}")
+        return rle if rle is not None else mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    raise ValueError("no segmentation (neither polygons nor RLE)")
 
 
 @dataclass(frozen=True)
@@ -68,9 +143,24 @@ class CocoInstances:
         img_dir: folder the images' ``file_name`` is relative to.
         classes: category names to keep (``None``: all). Annotations of other categories are not loaded.
 
-    ``meta(i)`` reads annotations only (RLE boxes, exact tight mask boxes); ``load(i)`` decodes the image and
-    masks. Crowd annotations become ``Sample.crowd_masks`` (ignore regions, never pasted). Annotations that cannot
-    make a non-empty mask are skipped, logged, and listed in ``skips``.
+    ``meta(i)`` reads annotations only (RLE boxes, exact tight mask boxes); ``probe(i)`` reads the image's header;
+    ``load(i)`` decodes the image and masks. Crowd annotations become ``Sample.crowd_masks`` (ignore regions, never
+    pasted).
+
+    Bad input, and what becomes of it:
+
+    - the json (not found, not json, not COCO, an image entry without an id, a file name or positive integer
+      width and height, a category without an id): ``DataError`` naming the json at construction;
+    - an image file (missing, empty, corrupt, truncated, unsupported, or not the size the json gives, compared
+      after EXIF orientation): ``DataError`` naming the file from ``probe``, ``read_image`` and ``load``;
+    - an annotation: a *skip*, logged as a warning, listed in ``skips`` and in ``annotation(i)["skipped"]``, never
+      silent. At construction: annotations without an integer id, whose ``image_id`` is not an image of the json
+      (pycocotools would drop them silently), without an integer ``category_id``, or repeating an earlier
+      annotation's id. When image ``i``'s annotations are first read: an unknown category id, a ``bbox`` that is
+      not 4 finite numbers with non-negative size (boxes are otherwise recomputed from the masks), a segmentation
+      that cannot make a non-empty mask (see ``segmentation_rle``), and keypoints that are not ``3 * K`` finite
+      numbers with visibility 0, 1 or 2 and every labelled point inside ``[0, W] x [0, H]`` (points exactly on the
+      border are kept). Unlabelled points (``v = 0``) are set to ``(0, 0, 0)``, COCO's convention.
     """
 
     def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike, classes: list[str] | None = None):
@@ -83,10 +173,20 @@ class CocoInstances:
             raise DataError(self.ann_file, "annotation file not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(self.ann_file, f"not a valid json file ({e})") from None
-        if not isinstance(dataset, dict) or "images" not in dataset:
+        if not isinstance(dataset, dict) or not isinstance(dataset.get("images"), list):
             raise DataError(self.ann_file, "not a COCO annotation file (no 'images' list)")
-        dataset.setdefault("annotations", [])
-        dataset.setdefault("categories", [])
+        for key in ("annotations", "categories"):
+            dataset.setdefault(key, [])
+            if not isinstance(dataset[key], list):
+                raise DataError(self.ann_file, f"not a COCO annotation file ('{key}' is not a list)")
+        self._check_images(dataset["images"])
+        for k, cat in enumerate(dataset["categories"]):
+            if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
+                raise DataError(self.ann_file, f"category #{k} has no integer 'id'")
+        self.skips: list[Skip] = []
+        # skips found at construction, by image id: they also count in that image's annotation(i)["skipped"]
+        self._early_skips: dict[int, list[Skip]] = {}
+        dataset["annotations"] = self._usable_annotations(dataset)
         self.coco = COCO()
         self.coco.dataset = dataset
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -105,8 +205,50 @@ class CocoInstances:
         kp_names = next((c.get("keypoints") for c in cats if c["id"] in self.cat_ids and c.get("keypoints")), None)
         self.keypoint_names: list[str] | None = list(kp_names) if kp_names else None
         self.flip_index = flip_index_from_names(self.keypoint_names) if self.keypoint_names else None
-        self.skips: list[Skip] = []
         self._cache: dict[int, _ImageAnns] = {}
+
+    def _check_images(self, images: list) -> None:
+        """``DataError`` naming the json and the image id for an image entry that cannot be used."""
+        seen: set[int] = set()
+        for k, im in enumerate(images):
+            if not isinstance(im, dict) or not isinstance(im.get("id"), int) or isinstance(im.get("id"), bool):
+                raise DataError(self.ann_file, f"image entry #{k} has no integer 'id'")
+            iid = im["id"]
+            if iid in seen:
+                raise DataError(self.ann_file, f"image id {iid} appears twice in 'images'")
+            seen.add(iid)
+            if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+                raise DataError(self.ann_file, f"image id {iid} has no 'file_name'")
+            if not (_positive_int(im.get("width")) and _positive_int(im.get("height"))):
+                raise DataError(self.ann_file, f"image id {iid} ({im['file_name']}): width and height must be "
+                                               f"positive integers, got {im.get('width')!r} x {im.get('height')!r}")
+
+    def _usable_annotations(self, dataset: dict) -> list[dict]:
+        """The annotations pycocotools can index; the others become skips (pycocotools would raise on a missing
+        id or category and silently ignore annotations of images the json does not list)."""
+        files = {im["id"]: str(self.img_dir / im["file_name"]) for im in dataset["images"]}
+        keep, ids = [], set()
+        for k, ann in enumerate(dataset["annotations"]):
+            aid = ann.get("id") if isinstance(ann, dict) else None
+            if not isinstance(aid, int) or isinstance(aid, bool):
+                self._record(Skip(self.ann_file, -1, f"annotation #{k} has no integer 'id'"))
+                continue
+            iid = ann.get("image_id")
+            if not isinstance(iid, int) or iid not in files:
+                self._record(Skip(self.ann_file, aid, f"image_id {iid!r} is not an image of this file"))
+                continue
+            cat = ann.get("category_id")
+            why = ("no category_id" if cat is None else
+                   f"category_id {cat!r} is not an integer" if not isinstance(cat, int) else
+                   "annotation id appears twice" if aid in ids else None)
+            if why is not None:
+                s = Skip(files[iid], aid, why)
+                self._record(s)
+                self._early_skips.setdefault(iid, []).append(s)
+                continue
+            ids.add(aid)
+            keep.append(ann)
+        return keep
 
     def __len__(self) -> int:
         return len(self.img_ids)
@@ -114,33 +256,21 @@ class CocoInstances:
     def file_path(self, index: int) -> Path:
         return self.img_dir / self.coco.imgs[self.img_ids[index]]["file_name"]
 
-    def _skip(self, ann_id: int, reason: str, index: int) -> None:
-        s = Skip(str(self.file_path(index)), int(ann_id), reason)
+    def _record(self, s: Skip) -> None:
         self.skips.append(s)
-        log.warning("skipped annotation %s of %s: %s", s.ann_id, s.file, reason)
+        log.warning("skipped annotation %s of %s: %s", s.ann_id, s.file, s.reason)
+
+    def _skip(self, ann_id: int, reason: str, index: int) -> None:
+        self._record(Skip(str(self.file_path(index)), int(ann_id), reason))
 
     def _rle(self, ann: dict, h: int, w: int, index: int):
-        """RLE of one annotation, or None (recorded as a skip) when it cannot make a mask."""
-        seg = ann.get("segmentation")
-        aid = ann.get("id", -1)
+        """RLE of one annotation, or None (recorded as a skip) when it cannot make a non-empty mask."""
+        aid = ann["id"]
         try:
-            if isinstance(seg, list):
-                polys = [p for p in seg if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
-                polys = [p for p in polys if all(isinstance(v, (int, float)) and math.isfinite(v) for v in p)]
-                if not polys:
-                    self._skip(aid, "no polygon with at least 3 finite points", index)
-                    return None
-                rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
-            elif isinstance(seg, dict) and "counts" in seg:
-                if list(seg.get("size", [h, w])) != [h, w]:
-                    self._skip(aid, f"RLE size {seg.get('size')} differs from the image's {[h, w]}", index)
-                    return None
-                rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else dict(seg)
-                if isinstance(rle["counts"], str):
-                    rle["counts"] = rle["counts"].encode("ascii")
-            else:
-                self._skip(aid, "no segmentation (neither polygons nor RLE)", index)
-                return None
+            rle = segmentation_rle(ann.get("segmentation"), h, w)
+        except ValueError as e:
+            self._skip(aid, str(e), index)
+            return None
         except Exception as e:  # pycocotools raises bare Exceptions / TypeErrors on malformed input
             self._skip(aid, f"segmentation cannot be rasterised ({type(e).__name__}: {e})", index)
             return None
@@ -149,21 +279,48 @@ class CocoInstances:
             return None
         return rle
 
+    def _keypoints(self, ann: dict, k: int, h: int, w: int, index: int) -> np.ndarray | None:
+        """(K, 3) float32 keypoints of one annotation, or None (recorded as a skip) when they are unusable."""
+        raw = ann.get("keypoints") or [0] * (3 * k)
+        if not isinstance(raw, list) or not all(_is_number(v) for v in raw):
+            self._skip(ann["id"], f"keypoints must be {3 * k} finite numbers", index)
+            return None
+        kp = np.asarray(raw, dtype=np.float32)
+        if kp.size != 3 * k or not np.all(np.isfinite(kp)):
+            self._skip(ann["id"], f"keypoints must be {3 * k} finite numbers", index)
+            return None
+        kp = kp.reshape(k, 3)
+        if not np.isin(kp[:, 2], (0, 1, 2)).all():
+            self._skip(ann["id"], "keypoint visibility must be 0, 1 or 2", index)
+            return None
+        kp[kp[:, 2] == 0] = 0  # unlabelled: COCO's (0, 0, 0); the coordinates carry nothing
+        lab = kp[:, 2] > 0
+        outside = lab & ((kp[:, 0] < 0) | (kp[:, 0] > w) | (kp[:, 1] < 0) | (kp[:, 1] > h))
+        if outside.any():
+            j = int(np.flatnonzero(outside)[0])
+            self._skip(ann["id"], f"keypoint {j} at ({kp[j, 0]:g}, {kp[j, 1]:g}) is outside the {w}x{h} image", index)
+            return None
+        return kp
+
     def _anns(self, index: int) -> _ImageAnns:
         if index in self._cache:
             return self._cache[index]
         if not 0 <= index < len(self):
             raise IndexError(f"{self.ann_file}: index {index} out of range for {len(self)} images")
-        info = self.coco.imgs[self.img_ids[index]]
+        img_id = self.img_ids[index]
+        info = self.coco.imgs[img_id]
         h, w = int(info["height"]), int(info["width"])
         rles, labels, ann_ids, kps, crowd = [], [], [], [], []
         first_skip = len(self.skips)
         k = len(self.keypoint_names) if self.keypoint_names else 0
-        for ann in self.coco.imgToAnns.get(self.img_ids[index], []):
-            if ann.get("category_id") not in self.coco.cats:
-                self._skip(ann.get("id", -1), f"unknown category id {ann.get('category_id')}", index)
+        for ann in self.coco.imgToAnns.get(img_id, []):
+            if ann["category_id"] not in self.coco.cats:
+                self._skip(ann["id"], f"unknown category id {ann['category_id']!r}", index)
                 continue
             if ann["category_id"] not in self.cat_ids:
+                continue
+            if ann.get("bbox") is not None and (why := bbox_problem(ann["bbox"])) is not None:
+                self._skip(ann["id"], why, index)
                 continue
             rle = self._rle(ann, h, w, index)
             if rle is None:
@@ -172,14 +329,13 @@ class CocoInstances:
                 crowd.append(rle)
                 continue
             if k:
-                kp = np.asarray(ann.get("keypoints") or np.zeros(3 * k), dtype=np.float32)
-                if kp.size != 3 * k or not np.all(np.isfinite(kp)):
-                    self._skip(ann.get("id", -1), f"keypoints must be {3 * k} finite numbers", index)
+                kp = self._keypoints(ann, k, h, w, index)
+                if kp is None:
                     continue
-                kps.append(kp.reshape(k, 3))
+                kps.append(kp)
             rles.append(rle)
             labels.append(int(ann["category_id"]))
-            ann_ids.append(int(ann.get("id", -1)))
+            ann_ids.append(int(ann["id"]))
         if rles:
             bb = mask_utils.toBbox(rles).astype(np.int64)
             boxes = np.stack([bb[:, 0], bb[:, 1], bb[:, 0] + bb[:, 2], bb[:, 1] + bb[:, 3]], axis=1)
@@ -192,7 +348,7 @@ class CocoInstances:
             boxes=boxes,
             keypoints=(np.stack(kps) if kps else np.zeros((0, k, 3), np.float32)) if k else None,
             crowd_rles=crowd,
-            skipped=tuple(self.skips[first_skip:]),
+            skipped=tuple(self._early_skips.get(img_id, [])) + tuple(self.skips[first_skip:]),
         )
         self._cache[index] = rec
         return rec
@@ -203,33 +359,43 @@ class CocoInstances:
         info = self.coco.imgs[self.img_ids[index]]
         return ImageMeta(int(info["height"]), int(info["width"]), a.boxes, a.labels, index, self.flip_index)
 
-    def read_image(self, index: int) -> np.ndarray:
-        """(H, W, 3) uint8 RGB pixels of image ``index``; ``DataError`` naming the file when it cannot be read."""
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.file_path(index)
+    def _check_size(self, index: int, width: int, height: int) -> None:
+        """``DataError`` naming the file when the displayed size differs from the json's."""
         info = self.coco.imgs[self.img_ids[index]]
-        try:
-            with Image.open(path) as im:
-                im.load()
-                rgb = np.asarray(im.convert("RGB"))
-        except FileNotFoundError:
-            raise DataError(str(path), "image file not found") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(str(path), f"cannot decode image ({e})") from None
-        if rgb.shape[:2] != (int(info["height"]), int(info["width"])):
-            raise DataError(
-                str(path), f"image is {rgb.shape[1]}x{rgb.shape[0]}, annotations say {info['width']}x{info['height']}"
-            )
+        if (width, height) != (int(info["width"]), int(info["height"])):
+            raise DataError(str(self.file_path(index)), f"image is {width}x{height} (after EXIF orientation), "
+                                                        f"annotations say {info['width']}x{info['height']}")
+
+    def probe(self, index: int, data: np.ndarray | bytes | None = None) -> ImageHeader:
+        """Header of image ``index`` (no pixel decoding), checked against the json: ``DataError`` naming the file
+        when it is missing, unreadable, truncated, of an unsupported format, or not the json's size after EXIF
+        orientation. ``data``: the file's bytes when the caller has read them already (``read_bytes``)."""
+        from ocp_dali.data.imageio import probe_image  # Pillow only when images are read
+
+        path = str(self.file_path(index))
+        header = probe_image(self.read_bytes(index) if data is None else data, path)
+        self._check_size(index, header.width, header.height)
+        return header
+
+    def read_image(self, index: int) -> np.ndarray:
+        """(H, W, 3) uint8 RGB pixels of image ``index``, EXIF orientation applied (``imageio.decode_image``);
+        ``DataError`` naming the file when it cannot be read or is not the json's size."""
+        from ocp_dali.data.imageio import decode_image  # Pillow only when images are read
+
+        rgb = decode_image(self.read_bytes(index), str(self.file_path(index)))
+        self._check_size(index, rgb.shape[1], rgb.shape[0])
         return rgb
 
     def read_bytes(self, index: int) -> np.ndarray:
-        """The encoded file of image ``index`` (uint8, for a decoder such as DALI's)."""
+        """The encoded file of image ``index`` (uint8, for a decoder such as DALI's; see
+        ``imageio.bytes_for_decoder`` for the files that must be re-encoded first)."""
         path = self.file_path(index)
         try:
             return np.fromfile(path, dtype=np.uint8)
         except FileNotFoundError:
             raise DataError(str(path), "image file not found") from None
+        except OSError as e:  # a folder, no permission ...
+            raise DataError(str(path), f"cannot read image file ({type(e).__name__}: {e})") from None
 
     def annotation(self, index: int) -> dict:
         """Annotations of image ``index`` as small arrays (see ``sample_from_annotation``), plus ``skipped``:

@@ -13,6 +13,7 @@ Every scene is a pure function of ``(seed, index)``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -23,6 +24,9 @@ from ocp_dali.data.coco import COCO_KEYPOINT_FLIP
 from ocp_dali.masks import tight_boxes
 from ocp_dali.plan import ImageMeta
 from ocp_dali.sample import Sample
+
+if TYPE_CHECKING:
+    from ocp_dali.data.imageio import ImageHeader
 
 _SIZES = ((480, 640), (640, 480), (427, 640))
 _SIZE_P = (0.6, 0.25, 0.15)
@@ -162,6 +166,13 @@ class SyntheticScenes:
         buf = io.BytesIO()
         Image.fromarray(self.render(index)).save(buf, format="PNG", compress_level=1)
         return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+    def probe(self, index: int, data: np.ndarray | bytes | None = None) -> ImageHeader:
+        """Header of scene ``index`` as ``read_bytes`` encodes it (8-bit RGB PNG), without rendering it."""
+        from ocp_dali.data.imageio import ImageHeader  # Pillow only when images are read
+
+        lay = self._layout(index)
+        return ImageHeader(width=lay["w"], height=lay["h"], format="PNG", mode="RGB", orientation=1, bit_depth=8)
 
     def annotation(self, index: int) -> dict:
         lay = self._layout(index)
