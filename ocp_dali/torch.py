@@ -14,6 +14,7 @@ from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
 from ocp_dali.errors import DataError
 from ocp_dali.pipeline import OUTPUT_NAMES, build_pipeline, reference_sample, shard_indices
+from ocp_dali.workers import Deadline, WorkerError, dead_error, hung_error, worker_processes
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,23 @@ class OCPLoader:
     Sharding: ``shard_id``/``num_shards`` default to the torch.distributed rank and world size; each epoch's
     shards cover every image exactly once. ``set_epoch(e)`` (like ``DistributedSampler``) selects the epoch; resuming
     at epoch ``e`` reproduces its augmentation stream.
+
+    Worker faults: a worker process that dies makes the loader raise ``WorkerError`` (naming the process, its exit
+    code or signal, the epoch, the batch and its dataset indices) at once; one that hangs, after ``timeout``
+    seconds (the seconds one pipeline run may take: one batch, the first of an epoch also fills the prefetch
+    queue; None waits for ever), when the loader kills the workers. The loader is then closable and starts a new
+    pipeline on the next ``iter()``.
     """
 
     def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, device: str = "gpu",
                  batch_size: int = 8, output_size: int | tuple[int, int] = 1024, seed: int = 0,
                  py_num_workers: int = 2, num_threads: int = 2, shard_id: int | None = None,
                  num_shards: int | None = None, lsj: bool = True, geometry: bool = True, normalize: bool = True,
-                 shuffle: bool = True, epoch: int = 0) -> None:
+                 shuffle: bool = True, epoch: int = 0, timeout: float | None = 600.0) -> None:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"OCPLoader: timeout must be a positive number of seconds or None, got {timeout!r}")
         rank, world = _dist_rank_world()
+        self.timeout = timeout
         self.dataset = dataset
         self.cfg = cfg or OCPConfig.ocp()
         self.device = device
@@ -116,14 +126,14 @@ class OCPLoader:
         self._partial = True
         for it in range(len(self)):
             try:
-                outs = self._pipe.run()
+                outs = self._run(epoch, it)
             except StopIteration:
                 raise RuntimeError(f"the pipeline ended epoch {epoch} after {it} of {len(self)} batches") from None
             except Exception as e:
                 raise self._explain(e, epoch, it) from e
             yield self._batch(outs)
         try:  # the source's StopIteration closes the epoch in DALI
-            self._pipe.run()
+            self._run(epoch, len(self))
             raise RuntimeError(f"the pipeline produced more than {len(self)} batches in epoch {epoch}")
         except StopIteration:
             pass
@@ -131,6 +141,27 @@ class OCPLoader:
         self._completed += 1
         self._epoch = epoch + 1
         self._partial = False
+
+    def _run(self, epoch: int, it: int) -> Any:
+        """``pipe.run()`` for batch ``it`` of ``epoch``, bounded by ``timeout``: a worker that dies or hangs
+        becomes a ``WorkerError`` (see ``ocp_dali.workers`` for what DALI does by itself and why a hang is broken
+        by killing the workers)."""
+        procs = worker_processes(self._pipe)
+        deadline = Deadline(procs, self.timeout)
+        try:
+            with deadline:
+                outs = self._pipe.run()
+        except StopIteration:
+            raise
+        except Exception as e:
+            where = dict(epoch=epoch, batch=it, indices=self.source.batch_indices(epoch, it))
+            err = hung_error(self.timeout, **where) if deadline.expired else dead_error(procs, **where)
+            if err is None:  # not a worker fault: the pipeline's own error stands
+                raise
+            raise err from e
+        if deadline.expired:  # the batch came just as the workers were killed: the pool is gone all the same
+            raise hung_error(self.timeout, epoch=epoch, batch=it, indices=self.source.batch_indices(epoch, it))
+        return outs
 
     def _batch(self, outs) -> dict[str, Any]:
         cols = {name: _to_torch_list(tl, self.device) for name, tl in zip(OUTPUT_NAMES, outs)}
@@ -151,7 +182,7 @@ class OCPLoader:
 
     def _explain(self, e: Exception, epoch: int, it: int) -> Exception:
         """Turn a decoder failure into an error naming the file: re-read the batch's images on the CPU."""
-        if isinstance(e, DataError) or "DataError" in str(e):
+        if isinstance(e, (DataError, WorkerError)) or "DataError" in str(e):
             return e
         read = getattr(self.dataset, "read_image", None)
         for k in range(it, it + 3):  # the failing batch may be one the pipeline prefetched

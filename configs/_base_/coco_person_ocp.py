@@ -15,8 +15,10 @@ load_pipeline = [
     dict(type="LoadAnnotations", with_bbox=True, with_mask=True, poly2mask=True),
     dict(type="Resize", scale=image_scale, keep_ratio=True),
 ]
+# timeout: seconds a batch may take before the run fails with "DataLoader timed out" (a hung worker would block
+# training for ever otherwise; a dead worker is reported at once). It needs num_workers > 0: set 0 with 0 workers.
 train_dataloader = dict(
-    batch_size=2, num_workers=2, persistent_workers=True,
+    batch_size=2, num_workers=2, persistent_workers=True, timeout=600,
     sampler=dict(type="DefaultSampler", shuffle=True),
     batch_sampler=dict(type="AspectRatioBatchSampler"),
     dataset=dict(
@@ -39,4 +41,5 @@ test_evaluator = val_evaluator
 custom_hooks = [dict(type="OCPEpochHook")]
 randomness = dict(seed=0, diff_rank_seed=True)  # the sampler order and the model's own draws; OC&P has its own seed
 # --dali: trainers/train_mmdet.py builds DALIDetDataLoader from this instead of train_dataloader
-ocp_dali = dict(output_size=1024, lsj=False, py_num_workers=4, num_threads=4)
+# (timeout: seconds a pipeline run may take before a hung worker fails the run with WorkerError)
+ocp_dali = dict(output_size=1024, lsj=False, py_num_workers=4, num_threads=4, timeout=600)

@@ -28,7 +28,9 @@ lsj_pipeline = [
     dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-5, 1e-5), by_mask=True),
     dict(type="Pad", size=image_size, pad_val=dict(img=0)),
 ]
-train_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(dataset=dict(pipeline=lsj_pipeline)))
+# timeout=0: torch's single-process loader (num_workers=0) refuses any other
+train_dataloader = dict(num_workers=0, persistent_workers=False, timeout=0,
+                        dataset=dict(dataset=dict(pipeline=lsj_pipeline)))
 train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", max_iters=3, val_interval=1000)
 param_scheduler = []
 optim_wrapper = dict(_delete_=True, type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-4, weight_decay=0.05),

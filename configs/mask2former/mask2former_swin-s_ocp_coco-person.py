@@ -21,8 +21,8 @@ lsj_pipeline = [
     dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-5, 1e-5), by_mask=True),
     dict(type="Pad", size=image_size, pad_val=dict(img=0)),
 ]
-train_dataloader = dict(
-    _delete_=True, batch_size=2, num_workers=2, persistent_workers=True,
+train_dataloader = dict(  # timeout: see configs/_base_/coco_person_ocp.py
+    _delete_=True, batch_size=2, num_workers=2, persistent_workers=True, timeout=600,
     sampler=dict(type="DefaultSampler", shuffle=True),
     dataset=dict(
         type="OCPMixDataset",
@@ -37,4 +37,4 @@ val_evaluator = dict(ann_file=data_root + "annotations/person_keypoints_val2017.
 test_evaluator = val_evaluator
 custom_hooks = [dict(type="OCPEpochHook")]
 randomness = dict(seed=0, diff_rank_seed=True)
-ocp_dali = dict(output_size=1024, lsj=True, py_num_workers=4, num_threads=4)
+ocp_dali = dict(output_size=1024, lsj=True, py_num_workers=4, num_threads=4, timeout=600)

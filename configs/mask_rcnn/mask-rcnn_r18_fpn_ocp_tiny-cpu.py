@@ -10,7 +10,8 @@ load_pipeline = [
     dict(type="LoadAnnotations", with_bbox=True, with_mask=True, poly2mask=True),
     dict(type="Resize", scale=image_scale, keep_ratio=True),
 ]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+# timeout=0: torch's single-process loader (num_workers=0) refuses any other
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, timeout=0,
                         dataset=dict(dataset=dict(pipeline=load_pipeline)))
 train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", max_iters=4, val_interval=1000)
 param_scheduler = []

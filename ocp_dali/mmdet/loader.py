@@ -91,19 +91,21 @@ class DALIDetDataLoader:
     Each ``DetDataSample`` has ``gt_instances`` (``bboxes`` HorizontalBoxes, ``labels`` 0-based class indices,
     ``masks`` TensorMasks on the pipeline's device; plus ``occlusion_rate`` and ``pasted``) and the metainfo
     mmdet's models read (img_id, img_path, ori_shape, img_shape, pad_shape, scale_factor, flip). ``set_epoch`` and
-    ``len`` as a torch DataLoader with a sampler.
+    ``len`` as a torch DataLoader with a sampler. ``timeout``: as ``OCPLoader``'s (a dead or hung worker raises
+    ``ocp_dali.workers.WorkerError``).
     """
 
     def __init__(self, dataset, cfg: OCPConfig, *, device: str = "cpu", batch_size: int = 2,
                  output_size: int = 1024, seed: int = 0, py_num_workers: int = 2, num_threads: int = 2,
-                 lsj: bool = True, shard_id: int | None = None, num_shards: int | None = None) -> None:
+                 lsj: bool = True, shard_id: int | None = None, num_shards: int | None = None,
+                 timeout: float | None = 600.0) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.output_size = output_size
         self.loader = OCPLoader(dataset, cfg, device=device, batch_size=batch_size, output_size=output_size,
                                 seed=seed, py_num_workers=py_num_workers, num_threads=num_threads, lsj=lsj,
                                 geometry=True, normalize=False,  # mmdet's data preprocessor normalises
-                                shard_id=shard_id, num_shards=num_shards)
+                                shard_id=shard_id, num_shards=num_shards, timeout=timeout)
         cat_ids = list(getattr(dataset, "cat_ids", [1]))
         self._label_of = {c: i for i, c in enumerate(cat_ids)}
         self.metainfo = dict(classes=tuple(getattr(dataset, "classes", ("person",))))
