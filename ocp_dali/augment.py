@@ -1,15 +1,19 @@
 """The augmentation's entry points: ``apply`` (dispatch to a backend) and ``augment`` (one dataset sample)."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
+from ocp_dali.errors import DataError
 from ocp_dali.plan import PastePlan, sample_plan, sample_rng
 from ocp_dali.reference import apply_numpy
 from ocp_dali.sample import Sample
 
 BACKENDS = ("numpy", "cupy")
+log = logging.getLogger(__name__)
 
 
 def apply(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None], *, backend: str = "numpy") -> Sample:
@@ -42,19 +46,40 @@ def plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int 
     return sample_plan(rng, dataset.meta(index), [dataset.meta(i) for i in basket], cfg)
 
 
+def usable_sources(dataset: InstanceDataset, plan: PastePlan) -> tuple[PastePlan, int]:
+    """``plan`` less the pastes from basket images that cannot be used (``dataset.probe`` fails: missing, bad
+    header, truncated, wrong size), each logged, and how many sources were dropped. The DALI workers apply the same
+    rule, so both paths paste the same instances."""
+    probe = getattr(dataset, "probe", None)
+    if probe is None:
+        return plan, 0
+    bad = set()
+    for b in plan.used_sources:
+        try:
+            probe(plan.basket[b])
+        except DataError as e:
+            log.warning("paste source %s dropped: %s", plan.basket[b], e)
+            bad.add(b)
+    return plan.without_sources(bad), len(bad)
+
+
 def augment(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0,
             cfg: OCPConfig | None = None, backend: str = "numpy", rank: int = 0) -> Sample:
     """Load sample ``index`` and augment it; the same ``(seed, epoch, index, rank)`` gives the same result.
 
-    Only the basket images the plan pastes from are decoded.
+    Only the basket images the plan pastes from are decoded; pastes from a basket image that cannot be used are
+    left out (``usable_sources``; counted in ``info["dropped_sources"]``). A destination that cannot be used raises
+    ``DataError`` naming its file.
     """
     cfg = cfg or OCPConfig.ocp()
     plan = plan_for(dataset, index, epoch=epoch, seed=seed, cfg=cfg, rank=rank)
     destination = dataset.load(index)
+    plan, dropped = usable_sources(dataset, plan)
     sources: list[Sample | None] = [None] * len(plan.basket)
     for b in plan.used_sources:
         sources[b] = dataset.load(plan.basket[b])
-    return apply(plan, destination, sources, backend=backend)
+    out = apply(plan, destination, sources, backend=backend)
+    return replace(out, info={**(out.info or {}), "dropped_sources": dropped}) if dropped else out
 
 
 def augment_batch(dataset: InstanceDataset, indices: Sequence[int], *, epoch: int = 0, seed: int = 0,

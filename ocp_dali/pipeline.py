@@ -9,23 +9,30 @@ per-sample tensors: nothing is truncated or padded.
 
 Outputs, in order (``OUTPUT_NAMES``): image (3, S, S) float32 normalised, masks (N, S, S) bool, amodal_masks,
 occluder_masks, boxes (N, 4) float32, labels (N,) int64, occlusion_rate (N,) float32, order (N, N) bool, keypoints
-(N, K, 3) float32 (K = 0 without keypoints), pasted (N,) bool, ann_ids (N,) int64, info (8,) int64 = (index, epoch,
-image_id, pasted, skipped, dropped_existing + dropped_pasted, dropped_by_crop, skipped_annotations).
+(N, K, 3) float32 (K = 0 without keypoints), pasted (N,) bool, ann_ids (N,) int64, info (10,) int64 = (index, epoch,
+image_id, pasted, skipped, dropped_existing + dropped_pasted, dropped_by_crop, skipped_annotations, skipped_image,
+dropped_sources).
+
+Bad images never stop the graph: the workers probe every image they hand over (``dataset.probe``). A destination
+that cannot be used travels as a blank 1x1 stand-in with ``skipped_image = 1`` (the loader drops it and records the
+skip); pastes from a source that cannot be used are left out of the plan (``dropped_sources``), as ``augment`` does.
 """
 from __future__ import annotations
 
 import functools
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset, sample_from_annotation
+from ocp_dali.data.rle import pack_counts
+from ocp_dali.errors import DataError
 from ocp_dali.lsj import LSJParams, apply_lsj, sample_lsj
-from ocp_dali.plan import ImageMeta, pack_plan, sample_plan, sample_rng, unpack_plan
+from ocp_dali.plan import ImageMeta, PastePlan, pack_plan, sample_plan, sample_rng, unpack_plan
 from ocp_dali.reference import apply_numpy
 from ocp_dali.sample import Sample
 
@@ -46,6 +53,29 @@ def _placeholder_png() -> np.ndarray:
     buf = io.BytesIO()
     Image.new("RGB", (1, 1)).save(buf, format="PNG")
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+def _blank_ann(index: int) -> dict[str, Any]:
+    """The annotation record of a skipped destination's 1x1 stand-in (no instances)."""
+    empty = np.zeros(0, dtype=np.int64)
+    return dict(height=1, width=1, counts=pack_counts([]), crowd_counts=pack_counts([]), labels=empty,
+                ann_ids=empty, keypoints=None, image_id=-1, file_name=f"<skipped image {index}>", skipped=[])
+
+
+def decoder_bytes(dataset: InstanceDataset, index: int) -> tuple[np.ndarray | None, DataError | None]:
+    """``(bytes for DALI's decoder, None)`` for a usable image (``imageio.bytes_for_decoder``: the file itself, or a
+    PNG re-encoding of unusual formats), or ``(None, the DataError naming the file)`` for one that cannot be used
+    (missing, bad header, truncated, not the json's size: ``dataset.probe``, no pixel decoding)."""
+    from ocp_dali.data.imageio import bytes_for_decoder
+
+    try:
+        data = dataset.read_bytes(index)  # type: ignore[attr-defined]
+        probe = getattr(dataset, "probe", None)
+        if probe is None:
+            return data, None
+        return bytes_for_decoder(data, dataset.annotation(index)["file_name"], probe(index, data)), None
+    except DataError as e:
+        return None, e
 
 
 def _pack_ann(ann: dict[str, Any]) -> np.ndarray:
@@ -99,8 +129,12 @@ class EpochSource:
 
     Called with DALI's ``BatchInfo``; returns one batch: per sample the destination's encoded bytes and annotation
     record, ``slots`` source images (bytes and records; unused slots hold a 1x1 placeholder), the packed plan, the
-    packed LSJ parameters, and ``(index, epoch)``. The last batch of an epoch may be short; after it,
-    ``StopIteration`` ends the epoch.
+    packed LSJ parameters, and ``(index, epoch, skipped_image, dropped_sources)``. The last batch of an epoch may be
+    short; after it, ``StopIteration`` ends the epoch.
+
+    ``start_iteration``: the first DALI epoch starts at this batch (resuming mid-epoch). ``bad``: dataset index ->
+    reason for images that passed the probe but failed in the decoder (the loader fills it and rebuilds); they are
+    treated as unusable.
     """
 
     dataset: InstanceDataset
@@ -114,6 +148,8 @@ class EpochSource:
     shard_id: int = 0
     num_shards: int = 1
     epoch_offset: int = 0
+    start_iteration: int = 0
+    bad: dict[int, str] = field(default_factory=dict)
 
     @property
     def slots(self) -> int:
@@ -126,13 +162,25 @@ class EpochSource:
         idx = self.indices(epoch)
         return idx[iteration * self.batch_size:(iteration + 1) * self.batch_size]
 
+    def iteration(self, info) -> int:
+        """The epoch's batch number of DALI's ``BatchInfo`` (the first epoch may resume mid-way)."""
+        return int(info.iteration) + (self.start_iteration if int(info.epoch_idx) == 0 else 0)
+
     def __call__(self, info) -> tuple[list[np.ndarray], ...]:
         epoch = self.epoch_offset + int(info.epoch_idx)
-        batch = self.batch_indices(epoch, int(info.iteration))
+        batch = self.batch_indices(epoch, self.iteration(info))
         if len(batch) == 0:
             raise StopIteration
         outs: list[list[np.ndarray]] = [[] for _ in range(2 + 2 * self.slots + 3)]
         placeholder = _placeholder_png()
+        cache: dict[int, np.ndarray | None] = {}
+
+        def usable(i: int) -> np.ndarray | None:
+            """The decoder bytes of image ``i``, or None when it cannot be used."""
+            if i not in cache:
+                cache[i] = None if i in self.bad else decoder_bytes(self.dataset, i)[0]
+            return cache[i]
+
         for pos, index in enumerate(batch):
             index = int(index)
             rng = sample_rng(self.seed, epoch, index)
@@ -142,24 +190,33 @@ class EpochSource:
                 basket = [others[int(p)] for p in pick]
             else:
                 basket = self.dataset.basket_indices(rng, index, self.cfg.basket_size)  # type: ignore[attr-defined]
-            dmeta = self.dataset.meta(index)
-            plan = sample_plan(rng, dmeta, [self.dataset.meta(b) for b in basket], self.cfg)
-            outs[0].append(self.dataset.read_bytes(index))
-            outs[1].append(_pack_ann(self.dataset.annotation(index)))
+            data = usable(index)
+            if data is not None:
+                dmeta = self.dataset.meta(index)
+                plan = sample_plan(rng, dmeta, [self.dataset.meta(b) for b in basket], self.cfg)
+                bad = {b for b in plan.used_sources if usable(basket[b]) is None}
+                plan = plan.without_sources(bad)
+                outs[0].append(data)
+                outs[1].append(_pack_ann(self.dataset.annotation(index)))
+                height, width = dmeta.height, dmeta.width
+            else:  # a recorded skip: a blank stand-in keeps the batch's shape, the loader drops it
+                plan, bad, height, width = PastePlan(1, 1), set(), 1, 1
+                outs[0].append(placeholder)
+                outs[1].append(_pack_ann(_blank_ann(index)))
             used = set(plan.used_sources)
             for s in range(self.slots):
                 if s in used:
-                    outs[2 + 2 * s].append(self.dataset.read_bytes(basket[s]))
+                    outs[2 + 2 * s].append(usable(basket[s]))
                     outs[3 + 2 * s].append(_pack_ann(self.dataset.annotation(basket[s])))
                 else:
                     outs[2 + 2 * s].append(placeholder)
                     outs[3 + 2 * s].append(np.zeros(0, dtype=np.uint8))
             p = 2 + 2 * self.slots
             outs[p].append(pack_plan(plan))
-            lsj = sample_lsj(sample_rng(self.seed, epoch, index, stream=1), dmeta.height, dmeta.width,
-                             self.out_size, lsj=self.lsj)
+            lsj = sample_lsj(sample_rng(self.seed, epoch, index, stream=1), height, width, self.out_size,
+                             lsj=self.lsj)
             outs[p + 1].append(pack_lsj(lsj))
-            outs[p + 2].append(np.asarray([index, epoch], dtype=np.int64))
+            outs[p + 2].append(np.asarray([index, epoch, data is None, len(bad)], dtype=np.int64))
         return tuple(outs)
 
 
@@ -209,7 +266,8 @@ def sample_arrays(s: Sample, key: np.ndarray, skipped_anns: int, xp=np) -> list:
     info = s.info or {}
     meta = xp.asarray(np.asarray([int(key[0]), int(key[1]), s.image_id, info.get("pasted", 0),
                                   info.get("skipped", 0), info.get("dropped_existing", 0) + info.get("dropped_pasted", 0),
-                                  info.get("dropped_by_crop", 0), skipped_anns], dtype=np.int64))
+                                  info.get("dropped_by_crop", 0), skipped_anns, int(key[2]), int(key[3])],
+                                 dtype=np.int64))
     return [xp.ascontiguousarray(a) for a in (s.image, s.masks, s.amodal_masks, s.occluder_masks, s.boxes, s.labels,
                                              s.occlusion_rate, s.order, kp, s.pasted, s.ann_ids, meta)]
 
@@ -218,7 +276,8 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
                    output_size: int | tuple[int, int] = 1024, seed: int = 0, num_threads: int = 2,
                    py_num_workers: int = 2, shard_id: int = 0, num_shards: int = 1, lsj: bool = True,
                    geometry: bool = True, normalize: bool = True, shuffle: bool = True, epoch: int = 0,
-                   prefetch_queue_depth: int = 2, device_id: int | None = None):
+                   prefetch_queue_depth: int = 2, device_id: int | None = None, start_iteration: int = 0,
+                   bad: dict[int, str] | None = None):
     """A built-ready DALI pipeline of OC&P (see the module docstring for the outputs).
 
     Args:
@@ -228,6 +287,8 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
         output_size: LSJ output canvas (``S`` or ``(H, W)``).
         geometry: False skips LSJ and normalisation (outputs at the image's own size: for tests and inspection).
         epoch: the epoch of DALI's first epoch (later ones count up from it).
+        start_iteration: the batch that first epoch starts at (resume mid-epoch).
+        bad: dataset index -> reason, images to treat as unusable (see ``EpochSource``).
     Returns:
         ``(pipeline, source)``: the DALI pipeline (call ``.build()``) and its ``EpochSource``.
     """
@@ -238,7 +299,8 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id {shard_id} must be in [0, {num_shards})")
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    source = EpochSource(dataset, cfg, seed, batch_size, size, lsj, geometry, shuffle, shard_id, num_shards, epoch)
+    source = EpochSource(dataset, cfg, seed, batch_size, size, lsj, geometry, shuffle, shard_id, num_shards, epoch,
+                         start_iteration, dict(bad or {}))
     slots = source.slots
     if device == "gpu":
         from ocp_dali.kernels.pipeline_stage import ocp_stage_cupy  # type: ignore[import-not-found]

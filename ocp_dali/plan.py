@@ -7,7 +7,7 @@ placement uses the amodal boxes of the plan's own earlier pastes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -117,6 +117,12 @@ class PastePlan:
     def used_sources(self) -> list[int]:
         """Basket positions whose images the pastes read (the only sources that need loading)."""
         return sorted({op.source for op in self.pastes})
+
+    def without_sources(self, positions: set[int]) -> "PastePlan":
+        """This plan less the pastes from basket ``positions`` (sources whose image cannot be read)."""
+        if not positions:
+            return self
+        return replace(self, pastes=tuple(op for op in self.pastes if op.source not in positions))
 
 
 def _canvas_box(op_offset: tuple[int, int], geom: PasteGeometry, w: int, h: int) -> tuple[float, float, float, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -13,12 +14,34 @@ import torch
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
 from ocp_dali.errors import DataError
-from ocp_dali.pipeline import OUTPUT_NAMES, build_pipeline, reference_sample, shard_indices
+from ocp_dali.pipeline import OUTPUT_NAMES, build_pipeline, decoder_bytes, reference_sample, shard_indices
 from ocp_dali.workers import Deadline, WorkerError, dead_error, hung_error, worker_processes
 
 log = logging.getLogger(__name__)
 
-_INFO = ("index", "epoch", "image_id", "pasted", "skipped", "dropped", "dropped_by_crop", "skipped_annotations")
+_INFO = ("index", "epoch", "image_id", "pasted", "skipped", "dropped", "dropped_by_crop", "skipped_annotations",
+         "skipped_images", "dropped_sources")
+ON_BAD_IMAGE = ("skip", "raise")
+
+
+@dataclass(frozen=True)
+class ImageSkip:
+    """A dataset index that produced no sample in an epoch, and why (the ``DataError`` naming the file)."""
+
+    epoch: int
+    index: int
+    reason: str
+
+
+@dataclass
+class EpochAccount:
+    """What one epoch (from batch ``first_batch`` on) produced: the loader checks at the epoch's end that every
+    dataset index of its shard gave exactly one sample or one recorded skip, and raises otherwise."""
+
+    epoch: int
+    first_batch: int = 0
+    samples: int = 0
+    skipped: list[ImageSkip] = field(default_factory=list)
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -52,8 +75,17 @@ class OCPLoader:
     Tensors live on the pipeline's device. ``stats`` accumulates pastes, drops and skipped annotations.
 
     Sharding: ``shard_id``/``num_shards`` default to the torch.distributed rank and world size; each epoch's
-    shards cover every image exactly once. ``set_epoch(e)`` (like ``DistributedSampler``) selects the epoch; resuming
-    at epoch ``e`` reproduces its augmentation stream.
+    shards cover every image exactly once. ``set_epoch(e, iteration=i)`` (like ``DistributedSampler``) selects the
+    epoch and the batch it starts at; resuming at epoch ``e``, batch ``i`` reproduces the stream from there, with any
+    number of workers.
+
+    Bad images (``on_bad_image="skip"``, the default): an image the workers cannot use (missing, bad header,
+    truncated, wrong size: ``dataset.probe``) gives no sample; the skip is logged and recorded in ``skips`` and in
+    ``accounts[epoch]``, and the batch is that much shorter (a batch with no sample left is not yielded). An image that
+    passes the probe but fails in DALI's decoder is found by decoding its batch on the CPU, recorded, and the pipeline
+    is rebuilt from that batch without it. Pastes from a source image that cannot be used are left out
+    (``stats["dropped_sources"]``). At the end of each epoch the loader checks that every dataset index of its shard
+    produced exactly one sample or one recorded skip. ``on_bad_image="raise"`` raises the ``DataError`` instead.
 
     Worker faults: a worker process that dies makes the loader raise ``WorkerError`` (naming the process, its exit
     code or signal, the epoch, the batch and its dataset indices) at once; one that hangs, after ``timeout``
@@ -66,11 +98,19 @@ class OCPLoader:
                  batch_size: int = 8, output_size: int | tuple[int, int] = 1024, seed: int = 0,
                  py_num_workers: int = 2, num_threads: int = 2, shard_id: int | None = None,
                  num_shards: int | None = None, lsj: bool = True, geometry: bool = True, normalize: bool = True,
-                 shuffle: bool = True, epoch: int = 0, timeout: float | None = 600.0) -> None:
+                 shuffle: bool = True, epoch: int = 0, timeout: float | None = 600.0,
+                 on_bad_image: str = "skip") -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"OCPLoader: timeout must be a positive number of seconds or None, got {timeout!r}")
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise ValueError(f"OCPLoader: on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
         rank, world = _dist_rank_world()
         self.timeout = timeout
+        self.on_bad_image = on_bad_image
+        self.skips: list[ImageSkip] = []
+        self.accounts: dict[int, EpochAccount] = {}
+        self._bad: dict[int, DataError] = {}  # passed the probe, failed in the decoder
+        self._start_iteration = 0
         self.dataset = dataset
         self.cfg = cfg or OCPConfig.ocp()
         self.device = device
@@ -87,15 +127,20 @@ class OCPLoader:
         self._partial = False  # an epoch was left before its end: the pipeline must start afresh
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
-    def _build(self) -> None:
+    def _build(self, start_iteration: int = 0) -> None:
         self.close()
-        self._pipe, self.source = build_pipeline(self.dataset, self.cfg, epoch=self._epoch, **self.kw)
+        self._pipe, self.source = build_pipeline(self.dataset, self.cfg, epoch=self._epoch,
+                                                 start_iteration=start_iteration,
+                                                 bad={i: str(e) for i, e in self._bad.items()}, **self.kw)
         self._pipe.build()
         self._built_epoch, self._completed, self._partial = self._epoch, 0, False
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch the next ``iter()`` runs (rebuilds the pipeline unless it is the next one anyway)."""
-        self._epoch = int(epoch)
+    def set_epoch(self, epoch: int, iteration: int = 0) -> None:
+        """Select the epoch the next ``iter()`` runs and the batch it starts at (resume mid-epoch); rebuilds the
+        pipeline unless it is the next epoch from its start anyway."""
+        if not 0 <= int(iteration) < max(len(self), 1):
+            raise ValueError(f"OCPLoader.set_epoch: iteration {iteration} not in [0, {len(self)})")
+        self._epoch, self._start_iteration = int(epoch), int(iteration)
 
     @property
     def epoch(self) -> int:
@@ -120,27 +165,55 @@ class OCPLoader:
 
     # -- iteration ---------------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self._pipe is None or self._partial or self._epoch != self._built_epoch + self._completed:
-            self._build()
+        first, self._start_iteration = self._start_iteration, 0
+        if (self._pipe is None or self._partial or first
+                or self._epoch != self._built_epoch + self._completed):
+            self._build(first)
         epoch = self._epoch
         self._partial = True
-        for it in range(len(self)):
+        account = EpochAccount(epoch, first)
+        seen: list[int] = []
+        it = first
+        while it < len(self):
             try:
                 outs = self._run(epoch, it)
             except StopIteration:
                 raise RuntimeError(f"the pipeline ended epoch {epoch} after {it} of {len(self)} batches") from None
             except Exception as e:
+                if self._skip_undecodable(e, epoch, it):
+                    continue  # rebuilt from batch ``it`` without the image
                 raise self._explain(e, epoch, it) from e
-            yield self._batch(outs)
+            batch = self._batch(outs, account)
+            it += 1
+            if batch is None:
+                continue
+            seen += batch["indices"]
+            yield batch
         try:  # the source's StopIteration closes the epoch in DALI
             self._run(epoch, len(self))
             raise RuntimeError(f"the pipeline produced more than {len(self)} batches in epoch {epoch}")
         except StopIteration:
             pass
         self._pipe.reset()
+        self._check_account(account, seen)
         self._completed += 1
         self._epoch = epoch + 1
         self._partial = False
+
+    def _check_account(self, account: EpochAccount, seen: list[int]) -> None:
+        """Every dataset index of the epoch's shard (from its first batch on) gave one sample or one skip."""
+        expected = self.source.indices(account.epoch)[account.first_batch * self.kw["batch_size"]:]
+        got = Counter(seen + [s.index for s in account.skipped])
+        missing = sorted(set(int(i) for i in expected) - set(got))
+        twice = sorted(i for i, c in got.items() if c > 1)
+        extra = sorted(set(got) - set(int(i) for i in expected))
+        if missing or twice or extra:
+            raise RuntimeError(f"epoch {account.epoch}: dataset indices without a sample or a recorded skip "
+                               f"{missing[:10]}, produced twice {twice[:10]}, not in the shard {extra[:10]}")
+        self.accounts[account.epoch] = account
+        if account.skipped:
+            log.warning("epoch %d: %d samples, %d images skipped (see OCPLoader.skips)", account.epoch,
+                        account.samples, len(account.skipped))
 
     def _run(self, epoch: int, it: int) -> Any:
         """``pipe.run()`` for batch ``it`` of ``epoch``, bounded by ``timeout``: a worker that dies or hangs
@@ -163,36 +236,76 @@ class OCPLoader:
             raise hung_error(self.timeout, epoch=epoch, batch=it, indices=self.source.batch_indices(epoch, it))
         return outs
 
-    def _batch(self, outs) -> dict[str, Any]:
+    def _batch(self, outs, account: EpochAccount) -> dict[str, Any] | None:
+        """A dict batch of the samples of ``outs``; skipped images are recorded and left out (None: none left)."""
         cols = {name: _to_torch_list(tl, self.device) for name, tl in zip(OUTPUT_NAMES, outs)}
         info = torch.stack([t.cpu() for t in cols.pop("info")])
+        keep = (info[:, 8] == 0).tolist()
+        for row in info[~(info[:, 8] == 0)].tolist():
+            self._record_skip(account, int(row[0]))
+        info = info[info[:, 8] == 0]
         for k, col in zip(_INFO[3:], info[:, 3:].T.tolist()):
             self.stats[k] += int(sum(col))
         self.stats["samples"] += len(info)
-        batch: dict[str, Any] = dict(cols)
-        if self.kw["geometry"]:
-            batch["images"] = torch.stack(cols["image"])
-        else:
-            batch["images"] = cols["image"]
-        del batch["image"]
+        account.samples += len(info)
+        if not len(info):
+            log.warning("epoch %d: a batch with no usable image was left out", account.epoch)
+            return None
+        batch: dict[str, Any] = {k: [t for t, ok in zip(col, keep) if ok] for k, col in cols.items()}
+        images = batch.pop("image")
+        batch["images"] = torch.stack(images) if self.kw["geometry"] else images
         batch["indices"] = info[:, 0].tolist()
         batch["epoch"] = int(info[0, 1])
         batch["image_ids"] = info[:, 2].tolist()
         return batch
 
+    def _record_skip(self, account: EpochAccount, index: int) -> None:
+        err = self._bad.get(index) or decoder_bytes(self.dataset, index)[1]
+        reason = str(err) if err is not None else f"image {index} was unusable in a worker but reads now"
+        if self.on_bad_image == "raise":
+            raise err if err is not None else DataError(f"<image {index}>", reason)
+        skip = ImageSkip(account.epoch, index, reason)
+        self.skips.append(skip)
+        account.skipped.append(skip)
+        self.stats["skipped_images"] += 1
+        log.warning("skipped image %d in epoch %d: %s", index, account.epoch, reason)
+
+    def _undecodable(self, epoch: int, it: int) -> tuple[int, DataError] | None:
+        """The first image of batches ``it``.. (the pipeline prefetches) that does not decode on the CPU."""
+        read = getattr(self.dataset, "read_image", None)
+        if read is None:
+            return None
+        for k in range(it, it + 3):
+            for index in self.source.batch_indices(epoch, k):
+                try:
+                    read(int(index))
+                except DataError as bad:
+                    return int(index), bad
+        return None
+
+    def _skip_undecodable(self, e: Exception, epoch: int, it: int) -> bool:
+        """After a pipeline failure: if an image of the batch does not decode, record it and rebuild the pipeline
+        from batch ``it`` without it (True); else False (the error stands)."""
+        if self.on_bad_image != "skip" or isinstance(e, (DataError, WorkerError)):
+            return False
+        found = self._undecodable(epoch, it)
+        if found is None or found[0] in self._bad:
+            return False
+        index, err = found
+        log.warning("image %d failed in the pipeline's decoder (%s); rebuilding from epoch %d, batch %d without it",
+                    index, err, epoch, it)
+        self._bad[index] = err
+        self._build(it)
+        self._partial = True
+        return True
+
     def _explain(self, e: Exception, epoch: int, it: int) -> Exception:
         """Turn a decoder failure into an error naming the file: re-read the batch's images on the CPU."""
         if isinstance(e, (DataError, WorkerError)) or "DataError" in str(e):
             return e
-        read = getattr(self.dataset, "read_image", None)
-        for k in range(it, it + 3):  # the failing batch may be one the pipeline prefetched
-            for index in self.source.batch_indices(epoch, k):
-                if read is None:
-                    break
-                try:
-                    read(int(index))
-                except DataError as bad:
-                    return bad
+        found = self._undecodable(epoch, it)
+        if found is not None:
+            return found[1]
         return RuntimeError(f"pipeline failed in epoch {epoch}, batch {it}: {e}")
 
 
@@ -202,12 +315,19 @@ class OCPDataset(torch.utils.data.Dataset):
     ``ds[i]`` is the reference sample (OC&P, then LSJ unless ``geometry=False``) for ``(seed, epoch, i)`` as a dict
     of tensors; call ``set_epoch`` in every epoch (the value reaches workers when ``persistent_workers=False``).
     Use it with ``collate_fn=list`` (variable instance counts).
+
+    An image that cannot be used gives ``{"index", "epoch", "skipped": reason}`` instead (logged; drop these in the
+    loop) with ``on_bad_image="skip"``, the default; ``"raise"`` raises its ``DataError``.
     """
 
     def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, seed: int = 0,
-                 output_size: int | tuple[int, int] = 1024, lsj: bool = True, geometry: bool = True) -> None:
+                 output_size: int | tuple[int, int] = 1024, lsj: bool = True, geometry: bool = True,
+                 on_bad_image: str = "skip") -> None:
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise ValueError(f"OCPDataset: on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
         self.dataset, self.cfg, self.seed = dataset, cfg or OCPConfig.ocp(), seed
         self.output_size, self.lsj, self.geometry, self.epoch = output_size, lsj, geometry, 0
+        self.on_bad_image = on_bad_image
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -216,8 +336,14 @@ class OCPDataset(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        s = reference_sample(self.dataset, index, epoch=self.epoch, seed=self.seed, cfg=self.cfg,
-                             output_size=self.output_size, lsj=self.lsj, geometry=self.geometry)
+        try:
+            s = reference_sample(self.dataset, index, epoch=self.epoch, seed=self.seed, cfg=self.cfg,
+                                 output_size=self.output_size, lsj=self.lsj, geometry=self.geometry)
+        except DataError as e:
+            if self.on_bad_image == "raise":
+                raise
+            log.warning("skipped image %d in epoch %d: %s", index, self.epoch, e)
+            return dict(index=index, epoch=self.epoch, skipped=str(e))
         out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in s.arrays().items() if v is not None}
         out.update(index=index, epoch=self.epoch, image_id=s.image_id, info=dict(s.info))
         return out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, data_path
-from ocp_dali import CocoInstances, OCPConfig, SyntheticScenes
+from ocp_dali import CocoInstances, DataError, OCPConfig, SyntheticScenes
 from ocp_dali.pipeline import IMAGENET_MEAN, IMAGENET_STD, reference_sample
 from ocp_dali.torch import OCPLoader, OCPDataset
 
@@ -154,14 +154,20 @@ def broken_copy(tmp_path, coco_dir, *, corrupt=None, missing=None, bad_ann=False
 
 
 @pytest.mark.parametrize("kind", ["corrupt", "missing"])
-def test_bad_image_gives_an_error_naming_the_file_never_a_hang(tmp_path, kind):
+def test_bad_image_is_a_recorded_skip_or_an_error_naming_the_file_never_a_hang(tmp_path, kind):
     ds, keep, _ = broken_copy(tmp_path, data_path("coco_mini"), **{kind: 2})
-    loader = OCPLoader(ds, OCPConfig.ocp(prob=1.0), device="cpu", batch_size=2, output_size=128,
-                       py_num_workers=1, shuffle=False)
-    with pytest.raises(Exception) as err:
-        batches(loader)
-    loader.close()
-    assert not isinstance(err.value, TimeoutError)
+    cfg = OCPConfig.ocp(prob=1.0)
+    with OCPLoader(ds, cfg, device="cpu", batch_size=2, output_size=128, py_num_workers=1, shuffle=False) as loader:
+        got = batches(loader)
+    bad = next(i for i in range(len(ds)) if ds.file_path(i).name == keep[2]["file_name"])
+    assert [i for b in got for i in b["indices"]] == [i for i in range(6) if i != bad]  # the loader kept going
+    assert [(s.epoch, s.index) for s in loader.skips] == [(0, bad)]
+    assert keep[2]["file_name"] in loader.skips[0].reason
+    assert loader.stats["skipped_images"] == 1 and loader.accounts[0].samples == 5
+    with OCPLoader(ds, cfg, device="cpu", batch_size=2, output_size=128, py_num_workers=1, shuffle=False,
+                   on_bad_image="raise") as loader:
+        with pytest.raises(DataError) as err:
+            batches(loader)
     assert keep[2]["file_name"] in str(err.value)
 
 

@@ -19,11 +19,12 @@ load_pipeline = [
 # training for ever otherwise; a dead worker is reported at once). It needs num_workers > 0: set 0 with 0 workers.
 train_dataloader = dict(
     batch_size=2, num_workers=2, persistent_workers=True, timeout=600,
+    collate_fn=dict(type="ocp_collate"),  # leaves out (and lists) images OCPMixDataset could not use
     sampler=dict(type="DefaultSampler", shuffle=True),
     batch_sampler=dict(type="AspectRatioBatchSampler"),
     dataset=dict(
         type="OCPMixDataset",
-        dataset=dict(type="CocoDataset", data_root=data_root, ann_file=train_ann, data_prefix=dict(img=train_img),
+        dataset=dict(type="OCPCocoDataset", data_root=data_root, ann_file=train_ann, data_prefix=dict(img=train_img),
                      metainfo=metainfo, filter_cfg=dict(filter_empty_gt=True, min_size=32), pipeline=load_pipeline),
         pipeline=[ocp_transform, dict(type="RandomFlip", prob=0.5), dict(type="PackDetInputs")]))
 val_dataloader = dict(

@@ -23,10 +23,11 @@ lsj_pipeline = [
 ]
 train_dataloader = dict(  # timeout: see configs/_base_/coco_person_ocp.py
     _delete_=True, batch_size=2, num_workers=2, persistent_workers=True, timeout=600,
+    collate_fn=dict(type="ocp_collate"),  # leaves out (and lists) images OCPMixDataset could not use
     sampler=dict(type="DefaultSampler", shuffle=True),
     dataset=dict(
         type="OCPMixDataset",
-        dataset=dict(type="CocoDataset", data_root=data_root, ann_file="annotations/person_keypoints_train2017.json",
+        dataset=dict(type="OCPCocoDataset", data_root=data_root, ann_file="annotations/person_keypoints_train2017.json",
                      data_prefix=dict(img="train2017/"), metainfo=dict(classes=("person",)),
                      filter_cfg=dict(filter_empty_gt=True, min_size=32), pipeline=lsj_pipeline),
         pipeline=[ocp_transform, dict(type="PackDetInputs")]))

@@ -353,6 +353,11 @@ class CocoInstances:
         self._cache[index] = rec
         return rec
 
+    def instances(self, index: int) -> _ImageAnns:
+        """The parsed annotations of image ``index``: RLEs, labels (category ids), annotation ids, tight boxes,
+        keypoints and crowd RLEs of what survived the checks, and the skips (for adapters such as mmdet's)."""
+        return self._anns(index)
+
     def meta(self, index: int) -> ImageMeta:
         """Planning metadata of image ``index`` (no decoding)."""
         a = self._anns(index)
@@ -361,10 +366,10 @@ class CocoInstances:
 
     def _check_size(self, index: int, width: int, height: int) -> None:
         """``DataError`` naming the file when the displayed size differs from the json's."""
+        from ocp_dali.data.imageio import check_size  # Pillow only when images are read
+
         info = self.coco.imgs[self.img_ids[index]]
-        if (width, height) != (int(info["width"]), int(info["height"])):
-            raise DataError(str(self.file_path(index)), f"image is {width}x{height} (after EXIF orientation), "
-                                                        f"annotations say {info['width']}x{info['height']}")
+        check_size(str(self.file_path(index)), width, height, info["width"], info["height"])
 
     def probe(self, index: int, data: np.ndarray | bytes | None = None) -> ImageHeader:
         """Header of image ``index`` (no pixel decoding), checked against the json: ``DataError`` naming the file

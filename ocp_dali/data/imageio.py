@@ -198,6 +198,13 @@ def decode_image(data: bytes | np.ndarray, path: str) -> np.ndarray:
     return rgb
 
 
+def check_size(path: str, width: int, height: int, want_width: int, want_height: int) -> None:
+    """``DataError`` naming the file when its displayed size (after EXIF orientation) is not the annotations'."""
+    if (int(width), int(height)) != (int(want_width), int(want_height)):
+        raise DataError(str(path), f"image is {width}x{height} (after EXIF orientation), "
+                                   f"annotations say {want_width}x{want_height}")
+
+
 def needs_reencoding(header: ImageHeader) -> bool:
     """Whether an image must be re-encoded before DALI's decoder sees it.
 

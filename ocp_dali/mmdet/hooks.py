@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
@@ -12,9 +13,19 @@ from mmengine.registry import HOOKS
 @HOOKS.register_module()
 class OCPEpochHook(Hook):
     """Tells the training dataset (``OCPMixDataset``) and the DALI loader which epoch is running, so OC&P draws
-    from ``(seed, epoch, index)``. With iteration-based training an epoch is ``len(dataloader)`` iterations."""
+    from ``(seed, epoch, index)``. With iteration-based training an epoch is ``len(dataloader)`` iterations.
+
+    Accounting (epoch-based training with a torch ``DataLoader``): every index the sampler gave this rank in the
+    epoch must come back as one sample (``ocp_index`` metainfo; stand-ins for skipped images aside) or one skip
+    record (``ocp_collate``'s ``ocp_skipped``); otherwise the epoch ends with a ``RuntimeError``. Skips are logged and appended to
+    ``<work_dir>/ocp_skips_rank{r}.jsonl``. (The DALI loader keeps its own accounts: ``OCPLoader.accounts``.)
+    """
 
     priority = "NORMAL"
+
+    def __init__(self) -> None:
+        self._seen: list[int] = []
+        self._skipped: list[dict] = []
 
     def _set(self, runner, epoch: int) -> None:
         loader = runner.train_dataloader
@@ -24,6 +35,33 @@ class OCPEpochHook(Hook):
 
     def before_train_epoch(self, runner) -> None:
         self._set(runner, runner.epoch)
+        self._seen, self._skipped = [], []
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not isinstance(data_batch, dict):
+            return
+        self._seen += [int(d.metainfo["ocp_index"]) for d in data_batch.get("data_samples", [])
+                       if "ocp_index" in d.metainfo and "ocp_stand_in_for" not in d.metainfo]
+        skipped = data_batch.get("ocp_skipped", [])
+        if skipped:
+            rank = int(os.environ.get("RANK", 0))
+            with open(os.path.join(runner.work_dir, f"ocp_skips_rank{rank}.jsonl"), "a") as f:
+                for s in skipped:
+                    runner.logger.warning(f"skipped image {s['index']} in epoch {s['epoch']}: {s['reason']}")
+                    f.write(json.dumps(s) + "\n")
+            self._skipped += skipped
+
+    def after_train_epoch(self, runner) -> None:
+        sampler = getattr(runner.train_dataloader, "sampler", None)
+        if sampler is None or not (self._seen or self._skipped) or runner.train_loop.__class__.__name__.startswith(
+                "IterBased"):
+            return
+        got = Counter(self._seen + [int(s["index"]) for s in self._skipped])
+        expected = Counter(int(i) for i in sampler)
+        if got != expected:
+            raise RuntimeError(f"epoch {runner.epoch}: dataset indices without a sample or a recorded skip "
+                               f"{sorted((expected - got).elements())[:10]}, unexpected {sorted((got - expected).elements())[:10]}")
+        runner.logger.info(f"epoch {runner.epoch}: {len(self._seen)} samples, {len(self._skipped)} images skipped")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         if not runner.train_loop.__class__.__name__.startswith("IterBased"):

@@ -1,25 +1,55 @@
 """OC&P as an mmdet 3 transform (the CPU path) and the mix-dataset wrapper that seeds it per sample."""
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.datasets import MultiImageMixDataset
 from mmdet.registry import DATASETS, TRANSFORMS
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import FUNCTIONS
 from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.structures.mask import BitmapMasks
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import draw_basket
+from ocp_dali.errors import DataError
 from ocp_dali.masks import tight_boxes
 from ocp_dali.plan import ImageMeta, sample_plan, sample_rng
 from ocp_dali.reference import apply_numpy
 from ocp_dali.sample import Sample
 
 _SRC_ID = 1_000_000  # ann ids of source instances: (basket position + 1) * _SRC_ID + row
+SKIP_KEY = "ocp_skipped"  # an OCPMixDataset item that is a recorded skip, not a sample
+log = logging.getLogger(__name__)
+
+
+def image_problem(dataset, index: int) -> DataError | None:
+    """Why image ``index`` of an mmdet dataset cannot be used (missing, bad header, truncated, not the annotations'
+    size: ``imageio.probe_image``, no pixel decoding), or None. Files that are not local are left to the loading
+    transform."""
+    from ocp_dali.data.imageio import check_size, probe_image
+
+    info = dataset.get_data_info(index)
+    path = info.get("img_path")
+    if path is None or "://" in str(path):
+        return None
+    try:
+        header = probe_image(Path(path).read_bytes(), str(path))
+        if info.get("width") and info.get("height"):
+            check_size(str(path), header.width, header.height, info["width"], info["height"])
+    except FileNotFoundError:
+        return DataError(str(path), "image file not found")
+    except OSError as e:
+        return DataError(str(path), f"cannot read image file ({e})")
+    except DataError as e:
+        return e
+    return None
 
 
 def _masks_of(results: dict, h: int, w: int) -> np.ndarray:
@@ -127,9 +157,18 @@ class OcclusionCopyPaste(BaseTransform):
         return sample_rng(self.seed, epoch, index), index
 
     def get_indexes(self, dataset) -> list[int]:
+        """The basket, less images that cannot be used (logged: their pastes are left out, as on the DALI path)."""
         self._length = len(dataset)
         rng, index = self._rng()
-        return draw_basket(rng, index, self._length, self.cfg.basket_size)
+        basket = draw_basket(rng, index, self._length, self.cfg.basket_size)
+        usable = []
+        for b in basket:
+            err = image_problem(dataset, b) if hasattr(dataset, "get_data_info") else None
+            if err is None:
+                usable.append(b)
+            else:
+                log.warning("paste source %d of sample %d dropped: %s", b, index, err)
+        return usable
 
     def transform(self, results: dict) -> dict:
         if "mix_results" not in results:
@@ -183,11 +222,22 @@ class OCPMixDataset(MultiImageMixDataset):
     """``MultiImageMixDataset`` that tells each transform which ``(index, epoch)`` it is augmenting.
 
     The epoch lives in shared memory so forked ``DataLoader`` workers (also persistent ones) see ``set_epoch``;
-    ``OCPEpochHook`` calls it every epoch.
+    ``OCPEpochHook`` calls it every epoch. Each sample's ``data_samples`` metainfo gets ``ocp_index`` and
+    ``ocp_epoch``.
+
+    Bad images (``on_bad_image="skip"``, the default): an image that cannot be used (``image_problem``: missing,
+    bad header, truncated, not the json's size) is a recorded skip, logged: the next usable image (in index order)
+    stands in for it, so batches keep their size and distributed ranks stay in step; its metainfo says
+    ``ocp_stand_in_for`` and it carries the skip record ``{SKIP_KEY: {"index", "epoch", "reason"}}``, which
+    ``ocp_collate`` lists in the batch's ``ocp_skipped`` and ``OCPEpochHook`` accounts for. ``"raise"`` raises its
+    ``DataError``. Pastes from a source image that cannot be used are left out (``OcclusionCopyPaste.get_indexes``).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_bad_image: str = "skip", **kwargs: Any) -> None:
+        if on_bad_image not in ("skip", "raise"):
+            raise ValueError(f"OCPMixDataset: on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
         super().__init__(*args, **kwargs)
+        self.on_bad_image = on_bad_image
         self._epoch = multiprocessing.Value("q", 0, lock=False)
 
     def set_epoch(self, epoch: int) -> None:
@@ -207,8 +257,39 @@ class OCPMixDataset(MultiImageMixDataset):
         self.__dict__.update(state)
         self._epoch = multiprocessing.Value("q", epoch, lock=False)
 
-    def __getitem__(self, idx: int) -> dict:
+    def _sample(self, idx: int, epoch: int) -> dict:
         for t in self.pipeline:
             if hasattr(t, "set_sample"):
-                t.set_sample(idx, self.epoch)
-        return super().__getitem__(idx)
+                t.set_sample(idx, epoch)
+        results = super().__getitem__(idx)
+        if isinstance(results, dict) and hasattr(results.get("data_samples"), "set_metainfo"):
+            results["data_samples"].set_metainfo(dict(ocp_index=int(idx), ocp_epoch=epoch))
+        return results
+
+    def __getitem__(self, idx: int) -> dict:
+        epoch = self.epoch
+        err = image_problem(self.dataset, idx)
+        if err is None:
+            return self._sample(idx, epoch)
+        if self.on_bad_image == "raise":
+            raise err
+        log.warning("skipped image %d in epoch %d: %s", idx, epoch, err)
+        for k in range(1, len(self)):
+            j = (idx + k) % len(self)
+            if image_problem(self.dataset, j) is None:
+                results = self._sample(j, epoch)
+                results["data_samples"].set_metainfo(dict(ocp_stand_in_for=int(idx)))
+                results[SKIP_KEY] = dict(index=int(idx), epoch=epoch, reason=str(err))
+                return results
+        raise DataError(str(getattr(self.dataset, "ann_file", "dataset")), "no image of the dataset is usable")
+
+
+@FUNCTIONS.register_module()
+def ocp_collate(data_batch: list) -> dict:
+    """MMEngine's ``pseudo_collate``, with ``OCPMixDataset``'s skip records (carried by the stand-in samples) taken
+    out of the samples and listed under ``ocp_skipped`` (``OCPEpochHook`` accounts for them). Use as
+    ``train_dataloader.collate_fn = dict(type="ocp_collate")``."""
+    skipped = [d.pop(SKIP_KEY) for d in data_batch if isinstance(d, dict) and SKIP_KEY in d]
+    out = pseudo_collate(data_batch)
+    out[SKIP_KEY] = skipped
+    return out

@@ -1,0 +1,46 @@
+"""``OCPCocoDataset``: mmdet's data list from ``CocoInstances``, so the mmdet CPU path parses COCO with the same
+checks (counted, logged skips) as the DALI path, instead of pycocotools' ``KeyError`` on a malformed annotation."""
+from __future__ import annotations
+
+from mmdet.datasets import BaseDetDataset
+from mmdet.registry import DATASETS
+from pycocotools import mask as mask_utils
+
+from ocp_dali.data.coco import CocoInstances
+
+
+@DATASETS.register_module()
+class OCPCocoDataset(BaseDetDataset):
+    """A COCO json as mmdet data infos: ``img_path``, ``img_id``, ``width``, ``height`` and ``instances`` (``bbox``
+    xyxy: the tight box of the mask; ``bbox_label``: index in ``metainfo["classes"]``; ``mask``: RLE;
+    ``ignore_flag``: 1 for crowd regions). Annotations that cannot make a mask are skipped by ``CocoInstances``
+    (logged, listed in ``self.instances_of.skips``). ``filter_cfg``: ``filter_empty_gt`` drops images without a
+    (non-crowd) instance, ``min_size`` images smaller than it, as mmdet's ``CocoDataset`` does.
+    """
+
+    METAINFO = {"classes": ("person",)}
+
+    def load_data_list(self) -> list[dict]:
+        ds = CocoInstances(self.ann_file, self.data_prefix.get("img", ""), classes=list(self.metainfo["classes"]))
+        self.instances_of = ds
+        label_of = {cid: k for k, cid in enumerate(ds.cat_ids)}
+        out = []
+        for i in range(len(ds)):
+            a, meta = ds.instances(i), ds.meta(i)
+            instances = [dict(bbox=[float(v) for v in box], bbox_label=label_of[int(lab)], mask=rle, ignore_flag=0)
+                         for box, lab, rle in zip(a.boxes, a.labels, a.rles)]
+            for rle in a.crowd_rles:
+                x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+                instances.append(dict(bbox=[x, y, x + w, y + h], bbox_label=0, mask=rle, ignore_flag=1))
+            out.append(dict(img_path=str(ds.file_path(i)), img_id=int(ds.img_ids[i]), width=meta.width,
+                            height=meta.height, instances=instances))
+        return out
+
+    def filter_data(self) -> list[dict]:
+        if self.test_mode or not self.filter_cfg:
+            return self.data_list
+        empty_ok = not self.filter_cfg.get("filter_empty_gt", False)
+        min_size = self.filter_cfg.get("min_size", 0)
+        return [d for d in self.data_list
+                if (empty_ok or any(not x["ignore_flag"] for x in d["instances"]))
+                and min(d["width"], d["height"]) >= min_size]
