@@ -9,7 +9,7 @@ setup(
     packages=["ocp_dali", "ocp_dali.data", "ocp_dali.mmdet", "ocp_dali.kernels"],
     package_dir={"ocp_dali.kernels": "kernels"},
     package_data={"ocp_dali.kernels": ["*.cu", "*.cuh", "*.h"]},
-    install_requires=["numpy>=1.24", "pycocotools>=2.0.7"],
+    install_requires=["numpy>=1.24", "pycocotools>=2.0.7", "Pillow>=10"],
     extras_require={
         "gpu": ["cupy-cuda13x", "nvidia-dali-cuda130"],
         "mmdet": ["mmengine==0.10.7", "mmcv==2.1.0", "mmdet==3.3.0"],

@@ -84,3 +84,36 @@ def test_an_epoch_of_training_goes_on_and_accounts_for_every_skip(corpus, tmp_pa
     log = next(tmp_path.glob("*/*.log")).read_text()
     n = len(runner.train_dataloader.dataset)
     assert f"epoch 0: {n - len(corpus.bad_images)} samples, {len(corpus.bad_images)} images skipped" in log
+
+
+def test_ocp_coco_dataset_gives_mmdet_the_masks_cocodataset_gives(coco_mini_train):
+    """On clean data ``OCPCocoDataset`` and mmdet's ``CocoDataset`` load to the same masks, labels and ignore flags
+    (boxes: tight mask boxes here, the json's boxes there)."""
+    import numpy as np
+    from mmdet.datasets import CocoDataset
+    from mmdet.datasets.transforms import LoadAnnotations
+
+    from ocp_dali.mmdet import OCPCocoDataset
+
+    ann = str(coco_mini_train.ann_file)
+    kw = dict(ann_file=ann, data_prefix=dict(img=str(coco_mini_train.img_dir) + "/"),
+              metainfo=dict(classes=("person",)), filter_cfg=dict(filter_empty_gt=True), pipeline=[])
+    ours, theirs = OCPCocoDataset(**kw), CocoDataset(**kw)
+    assert len(ours) == len(theirs) > 0
+    load = LoadAnnotations(with_bbox=True, with_mask=True, poly2mask=True)
+    compared = 0
+    def loaded(ds, i):
+        info = ds.get_data_info(i)  # ori_shape: what LoadImageFromFile would add
+        return load(dict(info, ori_shape=(info["height"], info["width"])))
+
+    by_path = {theirs.get_data_info(j)["img_path"]: j for j in range(len(theirs))}  # image orders differ
+    for i in range(len(ours)):
+        a = loaded(ours, i)
+        b = loaded(theirs, by_path[a["img_path"]])
+        order = np.lexsort(a["gt_masks"].masks.reshape(len(a["gt_masks"]), -1).T)  # same set, any order
+        other = np.lexsort(b["gt_masks"].masks.reshape(len(b["gt_masks"]), -1).T)
+        assert np.array_equal(a["gt_masks"].masks[order], b["gt_masks"].masks[other]), a["img_path"]
+        assert np.array_equal(a["gt_ignore_flags"][order], b["gt_ignore_flags"][other])
+        assert np.array_equal(a["gt_bboxes_labels"][order], b["gt_bboxes_labels"][other])
+        compared += int((~a["gt_ignore_flags"]).sum())
+    assert compared > 50

@@ -9,6 +9,13 @@ from pycocotools import mask as mask_utils
 from ocp_dali.data.coco import CocoInstances
 
 
+def _rle_str(rle: dict) -> dict:
+    """Compressed RLE with ``str`` counts: mmdet's ``LoadAnnotations`` takes a dict mask only with list or str
+    counts (bytes would turn the instance into an ignored empty polygon)."""
+    counts = rle["counts"]
+    return dict(size=list(rle["size"]), counts=counts.decode() if isinstance(counts, bytes) else counts)
+
+
 @DATASETS.register_module()
 class OCPCocoDataset(BaseDetDataset):
     """A COCO json as mmdet data infos: ``img_path``, ``img_id``, ``width``, ``height`` and ``instances`` (``bbox``
@@ -27,11 +34,11 @@ class OCPCocoDataset(BaseDetDataset):
         out = []
         for i in range(len(ds)):
             a, meta = ds.instances(i), ds.meta(i)
-            instances = [dict(bbox=[float(v) for v in box], bbox_label=label_of[int(lab)], mask=rle, ignore_flag=0)
-                         for box, lab, rle in zip(a.boxes, a.labels, a.rles)]
+            instances = [dict(bbox=[float(v) for v in box], bbox_label=label_of[int(lab)], mask=_rle_str(rle),
+                              ignore_flag=0) for box, lab, rle in zip(a.boxes, a.labels, a.rles)]
             for rle in a.crowd_rles:
                 x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-                instances.append(dict(bbox=[x, y, x + w, y + h], bbox_label=0, mask=rle, ignore_flag=1))
+                instances.append(dict(bbox=[x, y, x + w, y + h], bbox_label=0, mask=_rle_str(rle), ignore_flag=1))
             out.append(dict(img_path=str(ds.file_path(i)), img_id=int(ds.img_ids[i]), width=meta.width,
                             height=meta.height, instances=instances))
         return out
