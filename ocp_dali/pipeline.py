@@ -10,12 +10,14 @@ per-sample tensors: nothing is truncated or padded.
 Outputs, in order (``OUTPUT_NAMES``): image (3, S, S) float32 normalised, masks (N, S, S) bool, amodal_masks,
 occluder_masks, boxes (N, 4) float32, labels (N,) int64, occlusion_rate (N,) float32, order (N, N) bool, keypoints
 (N, K, 3) float32 (K = 0 without keypoints), pasted (N,) bool, ann_ids (N,) int64, info (10,) int64 = (index, epoch,
-image_id, pasted, skipped, dropped_existing + dropped_pasted, dropped_by_crop, skipped_annotations, skipped_image,
+image_id, pasted, skipped, dropped_existing + dropped_pasted, dropped_by_crop, skipped_annotations, stand_in_for,
 dropped_sources).
 
-Bad images never stop the graph: the workers probe every image they hand over (``dataset.probe``). A destination
-that cannot be used travels as a blank 1x1 stand-in with ``skipped_image = 1`` (the loader drops it and records the
-skip); pastes from a source that cannot be used are left out of the plan (``dropped_sources``), as ``augment`` does.
+Bad images never stop the graph: the workers probe every image they hand over (``dataset.probe``). The slot of an
+image that cannot be used is filled by the next usable image in dataset order, augmented as itself, with
+``stand_in_for`` = the bad image's index (-1 otherwise): batches keep their size (distributed ranks stay in step)
+and the loader records the skip. Pastes from a source that cannot be used are left out of the plan
+(``dropped_sources``), as ``augment`` does.
 """
 from __future__ import annotations
 
@@ -29,10 +31,9 @@ import numpy as np
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset, sample_from_annotation
-from ocp_dali.data.rle import pack_counts
 from ocp_dali.errors import DataError
 from ocp_dali.lsj import LSJParams, apply_lsj, sample_lsj
-from ocp_dali.plan import ImageMeta, PastePlan, pack_plan, sample_plan, sample_rng, unpack_plan
+from ocp_dali.plan import ImageMeta, pack_plan, sample_plan, sample_rng, unpack_plan
 from ocp_dali.reference import apply_numpy
 from ocp_dali.sample import Sample
 
@@ -53,13 +54,6 @@ def _placeholder_png() -> np.ndarray:
     buf = io.BytesIO()
     Image.new("RGB", (1, 1)).save(buf, format="PNG")
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)
-
-
-def _blank_ann(index: int) -> dict[str, Any]:
-    """The annotation record of a skipped destination's 1x1 stand-in (no instances)."""
-    empty = np.zeros(0, dtype=np.int64)
-    return dict(height=1, width=1, counts=pack_counts([]), crowd_counts=pack_counts([]), labels=empty,
-                ann_ids=empty, keypoints=None, image_id=-1, file_name=f"<skipped image {index}>", skipped=[])
 
 
 def decoder_bytes(dataset: InstanceDataset, index: int) -> tuple[np.ndarray | None, DataError | None]:
@@ -129,8 +123,8 @@ class EpochSource:
 
     Called with DALI's ``BatchInfo``; returns one batch: per sample the destination's encoded bytes and annotation
     record, ``slots`` source images (bytes and records; unused slots hold a 1x1 placeholder), the packed plan, the
-    packed LSJ parameters, and ``(index, epoch, skipped_image, dropped_sources)``. The last batch of an epoch may be
-    short; after it, ``StopIteration`` ends the epoch.
+    packed LSJ parameters, and ``(index, epoch, stand_in_for, dropped_sources)`` (see the module docstring). The
+    last batch of an epoch may be short; after it, ``StopIteration`` ends the epoch.
 
     ``start_iteration``: the first DALI epoch starts at this batch (resuming mid-epoch). ``bad``: dataset index ->
     reason for images that passed the probe but failed in the decoder (the loader fills it and rebuilds); they are
@@ -181,28 +175,30 @@ class EpochSource:
                 cache[i] = None if i in self.bad else decoder_bytes(self.dataset, i)[0]
             return cache[i]
 
-        for pos, index in enumerate(batch):
-            index = int(index)
-            rng = sample_rng(self.seed, epoch, index)
+        def stand_in(i: int) -> int:
+            """The next usable image after ``i`` in dataset order (fills the slot of an image that cannot be used)."""
+            n = len(self.dataset)
+            for k in range(1, n):
+                if usable((i + k) % n) is not None:
+                    return (i + k) % n
+            raise DataError(str(getattr(self.dataset, "ann_file", "dataset")), "no image of the dataset is usable")
+
+        wanted = [int(i) for i in batch]
+        actual = [i if usable(i) is not None else stand_in(i) for i in wanted]
+        for pos, (index, src) in enumerate(zip(wanted, actual)):
+            rng = sample_rng(self.seed, epoch, src)
             if self.cfg.source == "batch":
-                others = [int(b) for k, b in enumerate(batch) if k != pos]
+                others = [b for k, b in enumerate(actual) if k != pos]
                 pick = rng.choice(len(others), size=min(self.cfg.basket_size, len(others)), replace=False)
                 basket = [others[int(p)] for p in pick]
             else:
-                basket = self.dataset.basket_indices(rng, index, self.cfg.basket_size)  # type: ignore[attr-defined]
-            data = usable(index)
-            if data is not None:
-                dmeta = self.dataset.meta(index)
-                plan = sample_plan(rng, dmeta, [self.dataset.meta(b) for b in basket], self.cfg)
-                bad = {b for b in plan.used_sources if usable(basket[b]) is None}
-                plan = plan.without_sources(bad)
-                outs[0].append(data)
-                outs[1].append(_pack_ann(self.dataset.annotation(index)))
-                height, width = dmeta.height, dmeta.width
-            else:  # a recorded skip: a blank stand-in keeps the batch's shape, the loader drops it
-                plan, bad, height, width = PastePlan(1, 1), set(), 1, 1
-                outs[0].append(placeholder)
-                outs[1].append(_pack_ann(_blank_ann(index)))
+                basket = self.dataset.basket_indices(rng, src, self.cfg.basket_size)  # type: ignore[attr-defined]
+            dmeta = self.dataset.meta(src)
+            plan = sample_plan(rng, dmeta, [self.dataset.meta(b) for b in basket], self.cfg)
+            bad = {b for b in plan.used_sources if usable(basket[b]) is None}
+            plan = plan.without_sources(bad)
+            outs[0].append(usable(src))
+            outs[1].append(_pack_ann(self.dataset.annotation(src)))
             used = set(plan.used_sources)
             for s in range(self.slots):
                 if s in used:
@@ -213,10 +209,10 @@ class EpochSource:
                     outs[3 + 2 * s].append(np.zeros(0, dtype=np.uint8))
             p = 2 + 2 * self.slots
             outs[p].append(pack_plan(plan))
-            lsj = sample_lsj(sample_rng(self.seed, epoch, index, stream=1), height, width, self.out_size,
+            lsj = sample_lsj(sample_rng(self.seed, epoch, src, stream=1), dmeta.height, dmeta.width, self.out_size,
                              lsj=self.lsj)
             outs[p + 1].append(pack_lsj(lsj))
-            outs[p + 2].append(np.asarray([index, epoch, data is None, len(bad)], dtype=np.int64))
+            outs[p + 2].append(np.asarray([src, epoch, index if src != index else -1, len(bad)], dtype=np.int64))
         return tuple(outs)
 
 

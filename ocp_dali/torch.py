@@ -20,7 +20,7 @@ from ocp_dali.workers import Deadline, WorkerError, dead_error, hung_error, work
 log = logging.getLogger(__name__)
 
 _INFO = ("index", "epoch", "image_id", "pasted", "skipped", "dropped", "dropped_by_crop", "skipped_annotations",
-         "skipped_images", "dropped_sources")
+         "stand_in_for", "dropped_sources")
 ON_BAD_IMAGE = ("skip", "raise")
 
 
@@ -80,10 +80,12 @@ class OCPLoader:
     number of workers.
 
     Bad images (``on_bad_image="skip"``, the default): an image the workers cannot use (missing, bad header,
-    truncated, wrong size: ``dataset.probe``) gives no sample; the skip is logged and recorded in ``skips`` and in
-    ``accounts[epoch]``, and the batch is that much shorter (a batch with no sample left is not yielded). An image that
-    passes the probe but fails in DALI's decoder is found by decoding its batch on the CPU, recorded, and the pipeline
-    is rebuilt from that batch without it. Pastes from a source image that cannot be used are left out
+    truncated, wrong size: ``dataset.probe``) gives no sample of its own; the skip is logged and recorded in ``skips``
+    and ``accounts[epoch]``, and the next usable image (in dataset order) fills its slot, so batches keep their size
+    and distributed ranks stay in step: ``batch["stand_in_for"][k]`` is the skipped index for such a sample, -1 for
+    the others (``batch["indices"]`` says which image each sample is). An image that passes the probe but fails in
+    DALI's decoder is found by decoding its batch on the CPU, recorded, and the pipeline is rebuilt from that batch
+    without it. Pastes from a source image that cannot be used are left out
     (``stats["dropped_sources"]``). At the end of each epoch the loader checks that every dataset index of its shard
     produced exactly one sample or one recorded skip. ``on_bad_image="raise"`` raises the ``DataError`` instead.
 
@@ -185,9 +187,7 @@ class OCPLoader:
                 raise self._explain(e, epoch, it) from e
             batch = self._batch(outs, account)
             it += 1
-            if batch is None:
-                continue
-            seen += batch["indices"]
+            seen += [i for i, s in zip(batch["indices"], batch["stand_in_for"]) if s < 0]
             yield batch
         try:  # the source's StopIteration closes the epoch in DALI
             self._run(epoch, len(self))
@@ -236,25 +236,23 @@ class OCPLoader:
             raise hung_error(self.timeout, epoch=epoch, batch=it, indices=self.source.batch_indices(epoch, it))
         return outs
 
-    def _batch(self, outs, account: EpochAccount) -> dict[str, Any] | None:
-        """A dict batch of the samples of ``outs``; skipped images are recorded and left out (None: none left)."""
+    def _batch(self, outs, account: EpochAccount) -> dict[str, Any]:
+        """A dict batch of ``outs``; the images that stand-ins replaced are recorded as skips."""
         cols = {name: _to_torch_list(tl, self.device) for name, tl in zip(OUTPUT_NAMES, outs)}
         info = torch.stack([t.cpu() for t in cols.pop("info")])
-        keep = (info[:, 8] == 0).tolist()
-        for row in info[~(info[:, 8] == 0)].tolist():
-            self._record_skip(account, int(row[0]))
-        info = info[info[:, 8] == 0]
-        for k, col in zip(_INFO[3:], info[:, 3:].T.tolist()):
+        stand_in_for = info[:, 8].tolist()
+        for skipped in stand_in_for:
+            if skipped >= 0:
+                self._record_skip(account, int(skipped))
+        for k, col in zip(_INFO[3:8] + _INFO[9:], torch.cat([info[:, 3:8], info[:, 9:]], 1).T.tolist()):
             self.stats[k] += int(sum(col))
         self.stats["samples"] += len(info)
-        account.samples += len(info)
-        if not len(info):
-            log.warning("epoch %d: a batch with no usable image was left out", account.epoch)
-            return None
-        batch: dict[str, Any] = {k: [t for t, ok in zip(col, keep) if ok] for k, col in cols.items()}
+        account.samples += sum(1 for s in stand_in_for if s < 0)
+        batch: dict[str, Any] = dict(cols)
         images = batch.pop("image")
         batch["images"] = torch.stack(images) if self.kw["geometry"] else images
         batch["indices"] = info[:, 0].tolist()
+        batch["stand_in_for"] = stand_in_for
         batch["epoch"] = int(info[0, 1])
         batch["image_ids"] = info[:, 2].tolist()
         return batch

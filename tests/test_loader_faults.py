@@ -40,15 +40,18 @@ def epoch0(ds):
 
 def test_every_index_gives_one_sample_or_one_recorded_skip_naming_the_file(corpus, ds, epoch0):
     loader, got = epoch0
-    yielded = [i for b in got for i in b["indices"]]
-    assert sorted(yielded) == corpus.good, "every usable image gives exactly one sample"
+    own = [i for b in got for i, s in zip(b["indices"], b["stand_in_for"]) if s < 0]
+    stand_ins = sorted(s for b in got for s in b["stand_in_for"] if s >= 0)
+    assert sorted(own) == corpus.good, "every usable image gives exactly one sample of its own"
+    assert stand_ins == sorted(corpus.bad_images), "each bad image's slot is filled by a stand-in"
+    assert [len(b["indices"]) for b in got[:-1]] == [4] * (len(got) - 1), "batches keep their size"
     assert {s.index: s.epoch for s in loader.skips} == {i: 0 for i in corpus.bad_images}
     for s in loader.skips:
         assert corpus.bad_images[s.index] in s.reason and str(ds.file_path(s.index)) in s.reason, s
     account = loader.accounts[0]
     assert account.samples == len(corpus.good) and len(account.skipped) == len(corpus.bad_images)
-    assert loader.stats["samples"] == len(corpus.good) and loader.stats["skipped_images"] == len(corpus.bad_images)
-    want_anns = sum(len(ds.annotation(i)["skipped"]) for i in corpus.good)
+    assert loader.stats["samples"] == len(ds) and loader.stats["skipped_images"] == len(corpus.bad_images)
+    want_anns = sum(len(ds.annotation(i)["skipped"]) for b in got for i in b["indices"])
     assert want_anns > 0 and loader.stats["skipped_annotations"] == want_anns
 
 
@@ -97,8 +100,9 @@ def test_an_image_only_the_decoder_rejects_is_recorded_and_the_epoch_goes_on(cor
     with OCPLoader(sub, OCPConfig.ocp(prob=0.0), device="cpu", batch_size=4, output_size=SIZE, seed=1,
                    py_num_workers=1) as loader:
         got = batches(loader)
-    assert sorted(keep[i] for b in got for i in b["indices"]) == sorted(keep[:-1])
+    assert sorted(keep[i] for b in got for i, s in zip(b["indices"], b["stand_in_for"]) if s < 0) == sorted(keep[:-1])
     assert [s.index for s in loader.skips] == [len(keep) - 1]
+    assert [s for b in got for s in b["stand_in_for"] if s >= 0] == [len(keep) - 1]
     assert str(ds.file_path(bad)) in loader.skips[0].reason and loader.accounts[0].samples == len(keep) - 1
 
 

@@ -160,7 +160,10 @@ def test_bad_image_is_a_recorded_skip_or_an_error_naming_the_file_never_a_hang(t
     with OCPLoader(ds, cfg, device="cpu", batch_size=2, output_size=128, py_num_workers=1, shuffle=False) as loader:
         got = batches(loader)
     bad = next(i for i in range(len(ds)) if ds.file_path(i).name == keep[2]["file_name"])
-    assert [i for b in got for i in b["indices"]] == [i for i in range(6) if i != bad]  # the loader kept going
+    got_pairs = [(i, s) for b in got for i, s in zip(b["indices"], b["stand_in_for"])]
+    assert [i for i, s in got_pairs if s < 0] == [i for i in range(6) if i != bad]  # the loader kept going
+    assert [(i, s) for i, s in got_pairs if s >= 0] == [((bad + 1) % 6, bad)]  # the next image fills its slot
+    assert [len(b["indices"]) for b in got] == [2, 2, 2]
     assert [(s.epoch, s.index) for s in loader.skips] == [(0, bad)]
     assert keep[2]["file_name"] in loader.skips[0].reason
     assert loader.stats["skipped_images"] == 1 and loader.accounts[0].samples == 5
