@@ -67,7 +67,9 @@ def decoder_bytes(dataset: InstanceDataset, index: int) -> tuple[np.ndarray | No
         probe = getattr(dataset, "probe", None)
         if probe is None:
             return data, None
-        return bytes_for_decoder(data, dataset.annotation(index)["file_name"], probe(index, data)), None
+        file_path = getattr(dataset, "file_path", None)  # only for messages: no annotation record built for it
+        path = str(file_path(index)) if file_path is not None else f"<image {index}>"
+        return bytes_for_decoder(data, path, probe(index, data)), None
     except DataError as e:
         return None, e
 
