@@ -8,5 +8,9 @@ class DataError(ValueError):
     def __init__(self, file: str, message: str, ann_id: int | None = None) -> None:
         self.file = str(file)
         self.ann_id = ann_id
+        self.message = message
         where = self.file if ann_id is None else f"{self.file} (annotation {ann_id})"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):  # pickles (to and from worker processes) with its fields, not just the text
+        return DataError, (self.file, self.message, self.ann_id)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -128,9 +128,9 @@ class EpochSource:
     packed LSJ parameters, and ``(index, epoch, stand_in_for, dropped_sources)`` (see the module docstring). The
     last batch of an epoch may be short; after it, ``StopIteration`` ends the epoch.
 
-    ``start_iteration``: the first DALI epoch starts at this batch (resuming mid-epoch). ``bad``: dataset index ->
-    reason for images that passed the probe but failed in the decoder (the loader fills it and rebuilds); they are
-    treated as unusable.
+    ``start_iteration``: the first DALI epoch starts at this batch (resuming mid-epoch). ``bad``: dataset indices of
+    images that passed the probe but failed in the decoder (the loader fills it and rebuilds); they are treated as
+    unusable.
     """
 
     dataset: InstanceDataset
@@ -145,7 +145,7 @@ class EpochSource:
     num_shards: int = 1
     epoch_offset: int = 0
     start_iteration: int = 0
-    bad: dict[int, str] = field(default_factory=dict)
+    bad: frozenset[int] = frozenset()
 
     @property
     def slots(self) -> int:
@@ -275,7 +275,7 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
                    py_num_workers: int = 2, shard_id: int = 0, num_shards: int = 1, lsj: bool = True,
                    geometry: bool = True, normalize: bool = True, shuffle: bool = True, epoch: int = 0,
                    prefetch_queue_depth: int = 2, device_id: int | None = None, start_iteration: int = 0,
-                   bad: dict[int, str] | None = None):
+                   bad: frozenset[int] = frozenset()):
     """A built-ready DALI pipeline of OC&P (see the module docstring for the outputs).
 
     Args:
@@ -286,7 +286,7 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
         geometry: False skips LSJ and normalisation (outputs at the image's own size: for tests and inspection).
         epoch: the epoch of DALI's first epoch (later ones count up from it).
         start_iteration: the batch that first epoch starts at (resume mid-epoch).
-        bad: dataset index -> reason, images to treat as unusable (see ``EpochSource``).
+        bad: dataset indices of images to treat as unusable (see ``EpochSource``).
     Returns:
         ``(pipeline, source)``: the DALI pipeline (call ``.build()``) and its ``EpochSource``.
     """
@@ -298,7 +298,7 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
         raise ValueError(f"shard_id {shard_id} must be in [0, {num_shards})")
     size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     source = EpochSource(dataset, cfg, seed, batch_size, size, lsj, geometry, shuffle, shard_id, num_shards, epoch,
-                         start_iteration, dict(bad or {}))
+                         start_iteration, frozenset(bad))
     slots = source.slots
     if device == "gpu":
         from ocp_dali.kernels.pipeline_stage import ocp_stage_cupy  # type: ignore[import-not-found]

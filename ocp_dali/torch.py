@@ -133,7 +133,7 @@ class OCPLoader:
         self.close()
         self._pipe, self.source = build_pipeline(self.dataset, self.cfg, epoch=self._epoch,
                                                  start_iteration=start_iteration,
-                                                 bad={i: str(e) for i, e in self._bad.items()}, **self.kw)
+                                                 bad=frozenset(self._bad), **self.kw)
         self._pipe.build()
         self._built_epoch, self._completed, self._partial = self._epoch, 0, False
 
@@ -182,9 +182,10 @@ class OCPLoader:
             except StopIteration:
                 raise RuntimeError(f"the pipeline ended epoch {epoch} after {it} of {len(self)} batches") from None
             except Exception as e:
-                if self._skip_undecodable(e, epoch, it):
+                err = self._after_failure(e, epoch, it)
+                if err is None:
                     continue  # rebuilt from batch ``it`` without the image
-                raise self._explain(e, epoch, it) from e
+                raise err from e
             batch = self._batch(outs, account)
             it += 1
             seen += [i for i, s in zip(batch["indices"], batch["stand_in_for"]) if s < 0]
@@ -202,11 +203,11 @@ class OCPLoader:
 
     def _check_account(self, account: EpochAccount, seen: list[int]) -> None:
         """Every dataset index of the epoch's shard (from its first batch on) gave one sample or one skip."""
-        expected = self.source.indices(account.epoch)[account.first_batch * self.kw["batch_size"]:]
+        expected = {int(i) for i in self.source.indices(account.epoch)[account.first_batch * self.kw["batch_size"]:]}
         got = Counter(seen + [s.index for s in account.skipped])
-        missing = sorted(set(int(i) for i in expected) - set(got))
+        missing = sorted(expected - set(got))
         twice = sorted(i for i, c in got.items() if c > 1)
-        extra = sorted(set(got) - set(int(i) for i in expected))
+        extra = sorted(set(got) - expected)
         if missing or twice or extra:
             raise RuntimeError(f"epoch {account.epoch}: dataset indices without a sample or a recorded skip "
                                f"{missing[:10]}, produced twice {twice[:10]}, not in the shard {extra[:10]}")
@@ -244,8 +245,9 @@ class OCPLoader:
         for skipped in stand_in_for:
             if skipped >= 0:
                 self._record_skip(account, int(skipped))
-        for k, col in zip(_INFO[3:8] + _INFO[9:], torch.cat([info[:, 3:8], info[:, 9:]], 1).T.tolist()):
-            self.stats[k] += int(sum(col))
+        for k, col in zip(_INFO[3:], info[:, 3:].T.tolist()):
+            if k != "stand_in_for":  # an index, not a count
+                self.stats[k] += int(sum(col))
         self.stats["samples"] += len(info)
         account.samples += sum(1 for s in stand_in_for if s < 0)
         batch: dict[str, Any] = dict(cols)
@@ -281,30 +283,24 @@ class OCPLoader:
                     return int(index), bad
         return None
 
-    def _skip_undecodable(self, e: Exception, epoch: int, it: int) -> bool:
-        """After a pipeline failure: if an image of the batch does not decode, record it and rebuild the pipeline
-        from batch ``it`` without it (True); else False (the error stands)."""
-        if self.on_bad_image != "skip" or isinstance(e, (DataError, WorkerError)):
-            return False
+    def _after_failure(self, e: Exception, epoch: int, it: int) -> Exception | None:
+        """After a pipeline failure: the error to raise, naming the file where an image of the batch does not
+        decode on the CPU; or None when that image was recorded and the pipeline rebuilt from batch ``it`` without
+        it (``on_bad_image="skip"``)."""
+        if isinstance(e, (DataError, WorkerError)) or "DataError" in str(e):
+            return e
         found = self._undecodable(epoch, it)
-        if found is None or found[0] in self._bad:
-            return False
+        if found is None:
+            return RuntimeError(f"pipeline failed in epoch {epoch}, batch {it}: {e}")
         index, err = found
+        if self.on_bad_image != "skip" or index in self._bad:
+            return err
         log.warning("image %d failed in the pipeline's decoder (%s); rebuilding from epoch %d, batch %d without it",
                     index, err, epoch, it)
         self._bad[index] = err
         self._build(it)
         self._partial = True
-        return True
-
-    def _explain(self, e: Exception, epoch: int, it: int) -> Exception:
-        """Turn a decoder failure into an error naming the file: re-read the batch's images on the CPU."""
-        if isinstance(e, (DataError, WorkerError)) or "DataError" in str(e):
-            return e
-        found = self._undecodable(epoch, it)
-        if found is not None:
-            return found[1]
-        return RuntimeError(f"pipeline failed in epoch {epoch}, batch {it}: {e}")
+        return None
 
 
 class OCPDataset(torch.utils.data.Dataset):

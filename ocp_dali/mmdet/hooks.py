@@ -17,8 +17,9 @@ class OCPEpochHook(Hook):
 
     Accounting (epoch-based training with a torch ``DataLoader``): every index the sampler gave this rank in the
     epoch must come back as one sample (``ocp_index`` metainfo; stand-ins for skipped images aside) or one skip
-    record (``ocp_collate``'s ``ocp_skipped``); otherwise the epoch ends with a ``RuntimeError``. Skips are logged and appended to
-    ``<work_dir>/ocp_skips_rank{r}.jsonl``. (The DALI loader keeps its own accounts: ``OCPLoader.accounts``.)
+    record (``ocp_collate``'s ``ocp_skipped``); otherwise the epoch ends with a ``RuntimeError``. Skips are logged
+    and appended to ``<work_dir>/ocp_skips_rank{r}.jsonl``. (The DALI loader keeps its own accounts:
+    ``OCPLoader.accounts``.)
     """
 
     priority = "NORMAL"
@@ -59,8 +60,9 @@ class OCPEpochHook(Hook):
         got = Counter(self._seen + [int(s["index"]) for s in self._skipped])
         expected = Counter(int(i) for i in sampler)
         if got != expected:
+            missing, unexpected = sorted((expected - got).elements()), sorted((got - expected).elements())
             raise RuntimeError(f"epoch {runner.epoch}: dataset indices without a sample or a recorded skip "
-                               f"{sorted((expected - got).elements())[:10]}, unexpected {sorted((got - expected).elements())[:10]}")
+                               f"{missing[:10]}, unexpected {unexpected[:10]}")
         runner.logger.info(f"epoch {runner.epoch}: {len(self._seen)} samples, {len(self._skipped)} images skipped")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:

@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 def image_problem(dataset, index: int) -> DataError | None:
     """Why image ``index`` of an mmdet dataset cannot be used (missing, bad header, truncated, not the annotations'
     size: ``imageio.probe_image``, no pixel decoding), or None. Files that are not local are left to the loading
-    transform."""
+    transform. Checked once per image and process (kept on ``dataset``): the file is not read again every epoch,
+    nor again when it is drawn as a paste source."""
+    cache = dataset.__dict__.setdefault("_ocp_image_problems", {})
+    if index not in cache:
+        cache[index] = _probe_file(dataset, index)
+    return cache[index]
+
+
+def _probe_file(dataset, index: int) -> DataError | None:
     from ocp_dali.data.imageio import check_size, probe_image
 
     info = dataset.get_data_info(index)
