@@ -18,9 +18,7 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH="/tmp/ocp_site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-# kernels/ is the package ocp_dali.kernels once installed (setup.py's package_dir); in a bare checkout on a machine
-# without network (no pip install), an ignored link makes the source tree importable as it is
-"$PY" -c "import ocp_dali.kernels" 2>/dev/null || ln -sfn ../kernels ocp_dali/kernels
+# a bare checkout imports as it is: ocp_dali/__init__.py binds ocp_dali.kernels to kernels/
 LOGS=${OCP_GPU_LOGS:-out/gpu_check}
 STEPS=" ${OCP_GPU_STEPS:-tests sanitizer timing} "
 step() { [[ "$STEPS" == *" $1 "* ]]; }
