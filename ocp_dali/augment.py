@@ -1,35 +1,30 @@
-"""The augmentation's entry points: ``apply`` (dispatch to a backend) and ``augment`` (one dataset sample)."""
+"""The augmentation's entry points: ``apply`` (one plan, any backend), ``augment`` (one dataset sample),
+``augment_batch``, and ``reference_sample`` (what the DALI pipeline produces for a sample, by the reference)."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
+from ocp_dali.backends import get_backend
 from ocp_dali.config import OCPConfig
-from ocp_dali.data.base import InstanceDataset
-from ocp_dali.errors import DataError
+from ocp_dali.data.base import InstanceDataset, draw_batch_basket
+from ocp_dali.data.usable import UsableImages
+from ocp_dali.lsj import apply_lsj, sample_lsj
 from ocp_dali.plan import PastePlan, sample_plan, sample_rng
-from ocp_dali.reference import apply_numpy
 from ocp_dali.sample import Sample
-
-BACKENDS = ("numpy", "cupy")
-log = logging.getLogger(__name__)
+from ocp_dali.stage import gather_sources
 
 
-def apply(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None], *, backend: str = "numpy") -> Sample:
+def apply(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None], *,
+          backend: str | Any = "numpy") -> Sample:
     """Apply ``plan`` to ``destination`` with paste ``sources`` (one per ``plan.basket`` position).
 
-    Pure: the inputs are never modified; an empty plan returns ``destination`` itself.
+    ``backend``: ``"numpy"`` (the reference), ``"cupy"`` (CUDA kernels; a CUDA GPU is needed) or ``"emulated"``
+    (the kernels on the CPU), see ``ocp_dali.backends``. Pure: the inputs are never modified; an empty plan returns
+    ``destination`` itself.
     """
-    if backend == "numpy":
-        return apply_numpy(plan, destination, sources)
-    if backend == "cupy":
-        try:
-            from ocp_dali.kernels.apply import apply_cupy  # type: ignore[import-not-found]
-        except ImportError as e:
-            raise RuntimeError(f"backend='cupy' is not available: {e}") from e
-        return apply_cupy(plan, destination, sources)
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return get_backend(backend).apply_batch([plan], [destination], [sources])[0]
 
 
 def plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0, cfg: OCPConfig,
@@ -47,20 +42,11 @@ def plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int 
 
 
 def usable_sources(dataset: InstanceDataset, plan: PastePlan) -> tuple[PastePlan, int]:
-    """``plan`` less the pastes from basket images that cannot be used (``dataset.probe`` fails: missing, bad
-    header, truncated, wrong size), each logged, and how many sources were dropped. The DALI workers apply the same
-    rule, so both paths paste the same instances."""
-    probe = getattr(dataset, "probe", None)
-    if probe is None:
-        return plan, 0
-    bad = set()
-    for b in plan.used_sources:
-        try:
-            probe(plan.basket[b])
-        except DataError as e:
-            log.warning("paste source %s dropped: %s", plan.basket[b], e)
-            bad.add(b)
-    return plan.without_sources(bad), len(bad)
+    """``plan`` less the pastes from basket images that cannot be used (``ocp_dali.data.usable``: ``dataset.probe``
+    fails), each logged, and how many sources were dropped. The DALI workers apply the same policy, so both paths
+    paste the same instances."""
+    plan, bad = UsableImages.of(dataset).without_unusable_sources(plan)
+    return plan, len(bad)
 
 
 def augment(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0,
@@ -75,9 +61,7 @@ def augment(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int =
     plan = plan_for(dataset, index, epoch=epoch, seed=seed, cfg=cfg, rank=rank)
     destination = dataset.load(index)
     plan, dropped = usable_sources(dataset, plan)
-    sources: list[Sample | None] = [None] * len(plan.basket)
-    for b in plan.used_sources:
-        sources[b] = dataset.load(plan.basket[b])
+    sources = gather_sources(plan, lambda b, rows: dataset.load(plan.basket[b]))
     out = apply(plan, destination, sources, backend=backend)
     return replace(out, info={**(out.info or {}), "dropped_sources": dropped}) if dropped else out
 
@@ -93,9 +77,27 @@ def augment_batch(dataset: InstanceDataset, indices: Sequence[int], *, epoch: in
     out = []
     for pos, index in enumerate(indices):
         rng = sample_rng(seed, epoch, index, rank)
-        others = [p for p in range(len(indices)) if p != pos]
-        pick = rng.choice(len(others), size=min(cfg.basket_size, len(others)), replace=False) if others else []
-        basket = [indices[others[int(p)]] for p in pick]
+        basket = draw_batch_basket(rng, indices, pos, cfg.basket_size)
         plan = sample_plan(rng, dataset.meta(index), [dataset.meta(i) for i in basket], cfg)
         out.append(apply(plan, loaded[index], [loaded[i] for i in basket], backend=backend))
     return out
+
+
+def reference_sample(dataset: InstanceDataset, index: int, *, epoch: int, seed: int, cfg: OCPConfig,
+                     output_size: int | tuple[int, int] = 1024, lsj: bool = True, geometry: bool = True,
+                     batch: list[int] | None = None) -> Sample:
+    """What the DALI pipeline produces for one sample, by the NumPy reference alone: ``augment`` (or
+    ``augment_batch`` for ``cfg.source == "batch"``; ``batch``: the sample's batch), then the sample's LSJ geometry
+    (``geometry=False``: none). ``OCPDataset`` serves these; tests compare the pipeline with them."""
+    if cfg.source == "batch":
+        if batch is None:
+            raise ValueError("source='batch' needs the sample's batch")
+        out = augment_batch(dataset, batch, epoch=epoch, seed=seed, cfg=cfg)[batch.index(index)]
+    else:
+        out = augment(dataset, index, epoch=epoch, seed=seed, cfg=cfg)
+    if not geometry:
+        return out
+    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    meta = dataset.meta(index)
+    p = sample_lsj(sample_rng(seed, epoch, index, stream=1), meta.height, meta.width, size, lsj=lsj)
+    return apply_lsj(out, p, meta.flip_index)

@@ -172,109 +172,76 @@ def sample_plan(
     if not rng.random() < cfg.prob:
         return PastePlan(**base, skipped_by_prob=True)
 
-    side = math.sqrt(h * w)
-    thr = cfg.min_size_paste * side
+    candidates = paste_candidates(basket_metas, cfg.min_size_paste * math.sqrt(h * w))
+    n = len(candidates)
+    chosen = _choose(rng, n, cfg)
+    # Targets: destination instances, then each paste's canvas box (its amodal box from geometry alone).
+    targets: list[tuple[float, float, float, float]] = [tuple(map(float, b)) for b in destination_meta.boxes]
+    pastes: list[PasteOp] = []
+    for c in chosen:
+        b, i = candidates[int(c)]
+        op = _draw_paste(rng.random(12), b, i, basket_metas[b], targets, w, h, cfg)
+        pastes.append(op)
+        if cfg.mode != "simple":
+            targets.append(_canvas_box(op.offset, op.geometry, w, h))
+    return PastePlan(**base, pastes=tuple(pastes), num_candidates=n)
+
+
+def paste_candidates(basket_metas: list[ImageMeta], thr: float) -> list[tuple[int, int]]:
+    """``(basket position, instance row)`` of every basket instance whose tight box is wider and taller than
+    ``thr`` pixels (the seed's ``min_size_paste`` rule), in basket order."""
     candidates: list[tuple[int, int]] = []
     for b, meta in enumerate(basket_metas):
         bw = meta.boxes[:, 2] - meta.boxes[:, 0]
         bh = meta.boxes[:, 3] - meta.boxes[:, 1]
         ok = (bw > thr) & (bh > thr) & (bw > 0) & (bh > 0)
         candidates.extend((b, int(i)) for i in np.flatnonzero(ok))
-    n = len(candidates)
+    return candidates
+
+
+def _choose(rng: np.random.Generator, n: int, cfg: OCPConfig) -> np.ndarray:
+    """Which of ``n`` candidates are pasted, in paste order: ``k`` drawn as the seed does (OC&P: ``randint`` of
+    ``paste_num``, hi exclusive; Simple: mmdet's ``max_num_pasted`` rule), then ``k`` distinct candidates."""
     if cfg.mode == "simple":
-        if cfg.selected:
-            k = int(rng.integers(0, min(n + 1, cfg.max_num_pasted)))
-        else:
-            k = min(n, cfg.max_num_pasted)
+        k = int(rng.integers(0, min(n + 1, cfg.max_num_pasted))) if cfg.selected else min(n, cfg.max_num_pasted)
     else:
         k = min(n, int(rng.integers(cfg.paste_num[0], cfg.paste_num[1])))
     chosen = rng.choice(n, size=k, replace=False) if k > 0 else np.zeros(0, dtype=np.int64)
-    if cfg.mode == "simple" and not cfg.selected:
-        chosen = np.sort(chosen)
+    return np.sort(chosen) if cfg.mode == "simple" and not cfg.selected else chosen
 
-    # Targets: destination instances, then each paste's canvas box (its amodal box from geometry alone).
-    targets: list[tuple[float, float, float, float]] = [tuple(map(float, b)) for b in destination_meta.boxes]
-    pastes: list[PasteOp] = []
-    for c in chosen:
-        b, i = candidates[int(c)]
-        meta = basket_metas[b]
-        x0, y0, x1, y1 = (int(v) for v in meta.boxes[i])
-        u = rng.random(12)
-        factors = tuple(rng_int(u_i, lo, hi) for u_i, (lo, hi) in zip(u[1:5], JITTER_RANGES))
-        if cfg.mode == "simple":
-            geom = paste_geometry(x1 - x0, y1 - y0)
-            pastes.append(PasteOp(b, i, int(meta.labels[i]), (x0, y0, x1, y1), None, False, 1.0, 0, geom,
-                                  False, -1, ((x0 + x1) // 2, (y0 + y1) // 2), (x0, y0)))
-            continue
-        jitter = factors if (cfg.aug_paste_img_jitter and u[0] < 0.5) else None
-        if cfg.aug_paste_geom_jitter:
-            flip = bool(u[5] < 0.5)
-            scale = SCALE_RANGE[0] + (SCALE_RANGE[1] - SCALE_RANGE[0]) * float(u[6])
-            angle = rng_int(u[7], *ANGLE_RANGE)
-        else:
-            flip, scale, angle = False, 1.0, 0
-        geom = paste_geometry(x1 - x0, y1 - y0, flip, scale, angle)
-        targeted = bool(u[8] < cfg.targeted_paste_prob) and len(targets) > 0
-        if targeted:
-            target = _pick(float(u[9]), 0, len(targets) - 1)
-            tx0, ty0, tx1, ty1 = targets[target]
-            xr = _inclusive_range(tx0, tx1, w, cfg.targeted_paste_buffer)
-            yr = _inclusive_range(ty0, ty1, h, cfg.targeted_paste_buffer)
-        else:
-            target = -1
-            xr, yr = (0, w - 1), (0, h - 1)
-        cx, cy = _pick(float(u[10]), *xr), _pick(float(u[11]), *yr)
-        offset = (cx - geom.out_w // 2, cy - geom.out_h // 2)
-        pastes.append(PasteOp(b, i, int(meta.labels[i]), (x0, y0, x1, y1), jitter, flip, scale, angle, geom,
-                              targeted, target, (cx, cy), offset))
-        targets.append(_canvas_box(offset, geom, w, h))
-    return PastePlan(**base, pastes=tuple(pastes), num_candidates=n)
+
+def _draw_paste(u: np.ndarray, b: int, i: int, meta: ImageMeta, targets: list[tuple[float, float, float, float]],
+                w: int, h: int, cfg: OCPConfig) -> PasteOp:
+    """One paste of instance ``i`` of basket image ``b`` from its 12 uniform numbers ``u`` (see ``sample_plan``);
+    ``targets``: the boxes occlusion-aware placement may aim at."""
+    x0, y0, x1, y1 = (int(v) for v in meta.boxes[i])
+    box, label = (x0, y0, x1, y1), int(meta.labels[i])
+    if cfg.mode == "simple":  # same place, no jitter
+        return PasteOp(b, i, label, box, None, False, 1.0, 0, paste_geometry(x1 - x0, y1 - y0), False, -1,
+                       ((x0 + x1) // 2, (y0 + y1) // 2), (x0, y0))
+    factors = tuple(rng_int(u_i, lo, hi) for u_i, (lo, hi) in zip(u[1:5], JITTER_RANGES))
+    jitter = factors if (cfg.aug_paste_img_jitter and u[0] < 0.5) else None
+    if cfg.aug_paste_geom_jitter:
+        flip = bool(u[5] < 0.5)
+        scale = SCALE_RANGE[0] + (SCALE_RANGE[1] - SCALE_RANGE[0]) * float(u[6])
+        angle = rng_int(u[7], *ANGLE_RANGE)
+    else:
+        flip, scale, angle = False, 1.0, 0
+    geom = paste_geometry(x1 - x0, y1 - y0, flip, scale, angle)
+    targeted = bool(u[8] < cfg.targeted_paste_prob) and len(targets) > 0
+    if targeted:
+        target = _pick(float(u[9]), 0, len(targets) - 1)
+        tx0, ty0, tx1, ty1 = targets[target]
+        xr = _inclusive_range(tx0, tx1, w, cfg.targeted_paste_buffer)
+        yr = _inclusive_range(ty0, ty1, h, cfg.targeted_paste_buffer)
+    else:
+        target = -1
+        xr, yr = (0, w - 1), (0, h - 1)
+    cx, cy = _pick(float(u[10]), *xr), _pick(float(u[11]), *yr)
+    offset = (cx - geom.out_w // 2, cy - geom.out_h // 2)
+    return PasteOp(b, i, label, box, jitter, flip, scale, angle, geom, targeted, target, (cx, cy), offset)
 
 
 def rng_int(u: float, lo: int, hi_exclusive: int) -> int:
     """Map ``u`` in [0, 1) to an integer in ``[lo, hi_exclusive)`` uniformly."""
     return _pick(float(u), lo, hi_exclusive - 1)
-
-
-_MODES = ("ocp", "simple")
-_HEAD = 12  # height, width, mode, min_size_occ, bbox_thr, mask_thr, sigma, skipped, n_cand, n_basket, n_flip, n_paste
-_OP = 21  # source, instance, label, box (4), has_jitter, jitter (4), flip, scale, angle, targeted, target, c (2), o (2)
-
-
-def pack_plan(plan: PastePlan) -> np.ndarray:
-    """A plan as one float64 array (to travel through DALI from the worker processes); ``unpack_plan`` inverts it.
-
-    Every value is an integer below 2**53 or a float64, so the round trip is exact.
-    """
-    flip = plan.flip_index or ()
-    head = [plan.height, plan.width, _MODES.index(plan.mode), plan.min_size_occ, plan.bbox_occluded_thr,
-            plan.mask_occluded_thr, plan.blend_sigma, int(plan.skipped_by_prob), plan.num_candidates,
-            len(plan.basket), len(flip) if plan.flip_index is not None else -1, len(plan.pastes)]
-    ops = []
-    for op in plan.pastes:
-        ops += [op.source, op.instance, op.label, *op.src_box, op.jitter is not None, *(op.jitter or (0, 0, 0, 0)),
-                op.flip, op.scale, op.angle, op.targeted, op.target, *op.center, *op.offset]
-    return np.asarray(head + list(plan.basket) + list(flip) + ops, dtype=np.float64)
-
-
-def unpack_plan(arr: np.ndarray) -> PastePlan:
-    """Inverse of ``pack_plan`` (paste geometry is recomputed, deterministically, from flip/scale/angle)."""
-    a = np.asarray(arr, dtype=np.float64)
-    h, w, mode, mso, bthr, mthr, sigma, skipped, ncand, nb, nf, npaste = a[:_HEAD]
-    p = _HEAD
-    basket = tuple(int(v) for v in a[p:p + int(nb)])
-    p += int(nb)
-    flip_index = tuple(int(v) for v in a[p:p + int(nf)]) if nf >= 0 else None
-    p += max(int(nf), 0)
-    pastes = []
-    for _ in range(int(npaste)):
-        o = a[p:p + _OP]
-        p += _OP
-        box = tuple(int(v) for v in o[3:7])
-        flip, scale, angle = bool(o[12]), float(o[13]), int(o[14])
-        geom = paste_geometry(box[2] - box[0], box[3] - box[1], flip, scale, angle)
-        jitter = tuple(int(v) for v in o[8:12]) if o[7] else None
-        pastes.append(PasteOp(int(o[0]), int(o[1]), int(o[2]), box, jitter, flip, scale, angle, geom, bool(o[15]),
-                              int(o[16]), (int(o[17]), int(o[18])), (int(o[19]), int(o[20]))))
-    return PastePlan(int(h), int(w), basket, tuple(pastes), _MODES[int(mode)], float(mso), float(bthr), int(mthr),
-                     float(sigma), flip_index, bool(skipped), int(ncand))

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ocp_dali.masks import tight_boxes
+from ocp_dali.xp import array_module
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,34 +74,37 @@ class Sample:
     ) -> "Sample":
         """A sample as loaded: amodal = visible masks, no occlusion, nothing pasted.
 
-        ``image`` (H, W, 3) uint8; ``masks`` (N, H, W) bool (non-empty); ``labels`` (N,) ints.
+        ``image`` (H, W, 3) uint8; ``masks`` (N, H, W) bool (non-empty); ``labels`` (N,) ints. The arrays stay in
+        the image's array module (NumPy, or CuPy on the GPU backend); small host arrays (labels, ids, keypoints)
+        are moved to it.
         """
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        xp = array_module(image)
+        image = xp.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != xp.uint8:
             raise ValueError(f"{file_name or 'image'}: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
         h, w = image.shape[:2]
-        masks = np.asarray(masks, dtype=bool).reshape(-1, h, w)
+        masks = xp.asarray(masks, dtype=bool).reshape(-1, h, w)
         n = len(masks)
-        labels = np.asarray(labels, dtype=np.int64).reshape(n)
+        labels = xp.asarray(labels, dtype=xp.int64).reshape(n)
         if keypoints is not None:
-            keypoints = np.asarray(keypoints, dtype=np.float32)
+            keypoints = xp.asarray(keypoints, dtype=xp.float32)
             if keypoints.ndim != 3 or keypoints.shape[0] != n or keypoints.shape[2] != 3:
                 raise ValueError(f"{file_name or 'sample'}: keypoints must be ({n}, K, 3), got {keypoints.shape}")
         if crowd_masks is None:
-            crowd_masks = np.zeros((0, h, w), dtype=bool)
+            crowd_masks = xp.zeros((0, h, w), dtype=bool)
         return cls(
             image=image,
             masks=masks,
             amodal_masks=masks,
-            boxes=tight_boxes(masks).astype(np.float32),
+            boxes=tight_boxes(masks).astype(xp.float32),
             labels=labels,
-            occlusion_rate=np.zeros(n, dtype=np.float32),
-            occluder_masks=np.zeros((n, h, w), dtype=bool),
-            order=np.zeros((n, n), dtype=bool),
+            occlusion_rate=xp.zeros(n, dtype=xp.float32),
+            occluder_masks=xp.zeros((n, h, w), dtype=bool),
+            order=xp.zeros((n, n), dtype=bool),
             keypoints=keypoints,
-            pasted=np.zeros(n, dtype=bool),
-            ann_ids=np.full(n, -1, dtype=np.int64) if ann_ids is None else np.asarray(ann_ids, np.int64).reshape(n),
-            crowd_masks=np.asarray(crowd_masks, dtype=bool).reshape(-1, h, w),
+            pasted=xp.zeros(n, dtype=bool),
+            ann_ids=xp.full(n, -1, dtype=xp.int64) if ann_ids is None else xp.asarray(ann_ids, xp.int64).reshape(n),
+            crowd_masks=xp.asarray(crowd_masks, dtype=bool).reshape(-1, h, w),
             image_id=int(image_id),
             file_name=str(file_name),
         )

@@ -14,13 +14,17 @@ import torch
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
 from ocp_dali.errors import DataError
-from ocp_dali.pipeline import OUTPUT_NAMES, build_pipeline, decoder_bytes, reference_sample, shard_indices
+from ocp_dali.augment import reference_sample
+from ocp_dali.data.usable import UsableImages
+from ocp_dali.pipeline import build_pipeline
+from ocp_dali.source import shard_indices
+from ocp_dali.wire import OUTPUT_NAMES, InfoRow
 from ocp_dali.workers import Deadline, WorkerError, dead_error, hung_error, worker_processes
 
 log = logging.getLogger(__name__)
 
-_INFO = ("index", "epoch", "image_id", "pasted", "skipped", "dropped", "dropped_by_crop", "skipped_annotations",
-         "stand_in_for", "dropped_sources")
+# the counts of wire.InfoRow that add up into OCPLoader.stats (the others are indices and ids)
+_COUNTS = ("pasted", "skipped", "dropped", "dropped_by_crop", "skipped_annotations", "dropped_sources")
 ON_BAD_IMAGE = ("skip", "raise")
 
 
@@ -240,27 +244,26 @@ class OCPLoader:
     def _batch(self, outs, account: EpochAccount) -> dict[str, Any]:
         """A dict batch of ``outs``; the images that stand-ins replaced are recorded as skips."""
         cols = {name: _to_torch_list(tl, self.device) for name, tl in zip(OUTPUT_NAMES, outs)}
-        info = torch.stack([t.cpu() for t in cols.pop("info")])
-        stand_in_for = info[:, 8].tolist()
+        info = [InfoRow.unpack(t.cpu().numpy()) for t in cols.pop("info")]
+        stand_in_for = [row.stand_in_for for row in info]
         for skipped in stand_in_for:
             if skipped >= 0:
                 self._record_skip(account, int(skipped))
-        for k, col in zip(_INFO[3:], info[:, 3:].T.tolist()):
-            if k != "stand_in_for":  # an index, not a count
-                self.stats[k] += int(sum(col))
+        for k in _COUNTS:
+            self.stats[k] += sum(getattr(row, k) for row in info)
         self.stats["samples"] += len(info)
         account.samples += sum(1 for s in stand_in_for if s < 0)
         batch: dict[str, Any] = dict(cols)
         images = batch.pop("image")
         batch["images"] = torch.stack(images) if self.kw["geometry"] else images
-        batch["indices"] = info[:, 0].tolist()
+        batch["indices"] = [row.index for row in info]
         batch["stand_in_for"] = stand_in_for
-        batch["epoch"] = int(info[0, 1])
-        batch["image_ids"] = info[:, 2].tolist()
+        batch["epoch"] = info[0].epoch
+        batch["image_ids"] = [row.image_id for row in info]
         return batch
 
     def _record_skip(self, account: EpochAccount, index: int) -> None:
-        err = self._bad.get(index) or decoder_bytes(self.dataset, index)[1]
+        err = self._bad.get(index) or UsableImages.for_decoder(self.dataset).problem(index)
         reason = str(err) if err is not None else f"image {index} was unusable in a worker but reads now"
         if self.on_bad_image == "raise":
             raise err if err is not None else DataError(f"<image {index}>", reason)
@@ -275,13 +278,8 @@ class OCPLoader:
         read = getattr(self.dataset, "read_image", None)
         if read is None:
             return None
-        for k in range(it, it + 3):
-            for index in self.source.batch_indices(epoch, k):
-                try:
-                    read(int(index))
-                except DataError as bad:
-                    return int(index), bad
-        return None
+        decodes = UsableImages(read, len(self.dataset), str(getattr(self.dataset, "ann_file", "dataset")))
+        return decodes.first_problem(i for k in range(it, it + 3) for i in self.source.batch_indices(epoch, k))
 
     def _after_failure(self, e: Exception, epoch: int, it: int) -> Exception | None:
         """After a pipeline failure: the error to raise, naming the file where an image of the batch does not

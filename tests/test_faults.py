@@ -18,7 +18,7 @@ from invariants import check_invariants, tight
 from ocp_dali import CocoInstances, DataError, OCPConfig, apply, plan_for
 from ocp_dali.data.imageio import (ImageHeader, bytes_for_decoder, decode_image, needs_reencoding, probe_image,
                                    reencode_png)
-from ocp_dali.pipeline import reference_sample
+from ocp_dali.augment import reference_sample
 from test_real_data import run_checked
 
 BAD_CASES = ["corrupt_jpeg", "truncated_jpeg", "missing", "empty_file", "not_an_image", "png_no_iend",

@@ -1,5 +1,6 @@
-"""The GPU pipeline stage (masks, OC&P apply, LSJ on the device), run through the kernels' CPU emulator, gives
-exactly the CPU stage's outputs on the same worker batches."""
+"""The OC&P stage (masks, apply, LSJ) is one definition, ``ocp_dali.stage.ocp_stage``: run with the GPU path's
+kernels on the CPU (the emulated backend) it gives exactly the outputs of the NumPy backend (the CPU graph) on the
+same worker batches, synthetic and real."""
 import io
 from types import SimpleNamespace
 
@@ -7,8 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ocp_dali import OCPConfig, SyntheticScenes
-from ocp_dali.pipeline import OUTPUT_NAMES, EpochSource, ocp_stage_numpy
+from conftest import data_path
+from ocp_dali import CocoInstances, OCPConfig, SyntheticScenes
+from ocp_dali.source import EpochSource
+from ocp_dali.stage import ocp_stage
+from ocp_dali.wire import OUTPUT_NAMES, WorkerBatch
 
 emulate = pytest.importorskip("ocp_dali.kernels.emulate")
 if emulate.compiler() is None:
@@ -19,29 +23,44 @@ def decode(blob: np.ndarray) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(blob.tobytes())).convert("RGB"))
 
 
+def stage_inputs(src: EpochSource, it: int) -> tuple:
+    """A worker batch with its images decoded, as the graph hands it to the stage."""
+    wb = WorkerBatch.unpack(src(SimpleNamespace(epoch_idx=0, iteration=it)), src.slots)
+    return WorkerBatch([decode(b) for b in wb.dest_images], wb.dest_anns,
+                       tuple([decode(b) for b in col] for col in wb.source_images), wb.source_anns, wb.plans,
+                       wb.lsjs, wb.keys).pack()
+
+
+def assert_stages_equal(ds, cfg, geometry, out_size, batches=2, batch_size=4) -> int:
+    src = EpochSource(ds, cfg, seed=2, batch_size=batch_size, out_size=out_size, geometry=geometry)
+    flip = getattr(ds, "flip_index", None)
+    cpu_stage = ocp_stage("numpy", src.slots, geometry, flip)
+    gpu_stage = ocp_stage("emulated", src.slots, geometry, flip)
+    pasted = 0
+    for it in range(batches):
+        inputs = stage_inputs(src, it)
+        cpu, gpu = cpu_stage(*inputs), gpu_stage(*inputs)
+        for name, a, b in zip(OUTPUT_NAMES, cpu, gpu):
+            for k, (x, y) in enumerate(zip(a, b)):
+                assert np.array_equal(np.asarray(x), np.asarray(y)), (name, it, k)
+            if name == "pasted":
+                pasted += sum(int(np.asarray(x).sum()) for x in a)
+    return pasted
+
+
 @pytest.mark.parametrize("cfg, geometry", [
     (OCPConfig.ocp(prob=1.0, basket_size=2, blend_sigma=1.0), True),
     (OCPConfig.ocp(prob=1.0, source="batch", basket_size=2), True),
     (OCPConfig.simple(), False),
 ])
 def test_gpu_stage_equals_cpu_stage(cfg, geometry):
-    from ocp_dali.kernels.pipeline_stage import ocp_stage_cupy
-
     ds = SyntheticScenes(8, seed=5, image_size=(72, 96))
-    src = EpochSource(ds, cfg, seed=2, batch_size=4, out_size=(64, 80), geometry=geometry)
-    slots = src.slots
-    for it in range(2):
-        outs = src(SimpleNamespace(epoch_idx=0, iteration=it))
-        inputs = [[decode(b) for b in outs[0]], outs[1]]
-        for s in range(slots):
-            inputs += [[decode(b) for b in outs[2 + 2 * s]], outs[3 + 2 * s]]
-        inputs += list(outs[2 + 2 * slots:])
-        cpu = ocp_stage_numpy(slots, geometry, ds.flip_index)(*inputs)
-        gpu = ocp_stage_cupy(slots, geometry, ds.flip_index, backend=emulate.EmulatedBackend())(*inputs)
-        pasted = 0
-        for name, a, b in zip(OUTPUT_NAMES, cpu, gpu):
-            for k, (x, y) in enumerate(zip(a, b)):
-                assert np.array_equal(np.asarray(x), np.asarray(y)), (name, it, k)
-            if name == "pasted":
-                pasted += sum(int(np.asarray(x).sum()) for x in a)
-        assert pasted > 0
+    assert assert_stages_equal(ds, cfg, geometry, (64, 80)) > 0
+
+
+def test_gpu_stage_equals_cpu_stage_on_real_images():
+    """Real COCO persons with keypoints, both jitters, feathering and LSJ: the same ``ocp_stage``, two backends."""
+    ds = CocoInstances(data_path("coco_mini", "annotations", "person_keypoints_val2017.json"),
+                       data_path("coco_mini", "val2017"), classes=["person"])
+    cfg = OCPConfig.ocp(prob=1.0, basket_size=2, paste_num=(2, 4), blend_sigma=1.0)
+    assert assert_stages_equal(ds, cfg, True, (256, 256), batches=1, batch_size=3) > 0

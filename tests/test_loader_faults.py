@@ -12,7 +12,7 @@ import pytest
 
 from faults import write_fault_corpus
 from ocp_dali import CocoInstances, DataError, OCPConfig, SyntheticScenes
-from ocp_dali.pipeline import reference_sample
+from ocp_dali.augment import reference_sample
 from ocp_dali.torch import OCPDataset, OCPLoader
 from test_pipeline_cpu import FIELDS, batches, fingerprint
 

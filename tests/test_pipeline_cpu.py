@@ -10,7 +10,8 @@ import pytest
 
 from conftest import ROOT, data_path
 from ocp_dali import CocoInstances, DataError, OCPConfig, SyntheticScenes
-from ocp_dali.pipeline import IMAGENET_MEAN, IMAGENET_STD, reference_sample
+from ocp_dali.augment import reference_sample
+from ocp_dali.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from ocp_dali.torch import OCPLoader, OCPDataset
 
 pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")

@@ -55,7 +55,7 @@ def test_prob_zero_and_k_zero_return_the_input(scene):
 @given(scenes())
 def test_plans_survive_packing_into_arrays(scene):
     """Plans travel from the worker processes through DALI as float64 arrays: the round trip is exact."""
-    from ocp_dali.plan import pack_plan, unpack_plan
+    from ocp_dali.wire import pack_plan, unpack_plan
 
     dmeta, smetas = scene.metas()
     plan = sample_plan(np.random.default_rng(scene.seed), dmeta, smetas, scene.cfg)

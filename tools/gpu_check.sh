@@ -2,7 +2,7 @@
 # GPU checks of the CuPy backend (`make test-gpu`), on a machine with a CUDA GPU:
 #   1. nvidia-smi and versions;
 #   2. the parity suite and the compile tests (the parity suite must run, not skip: OCP_REQUIRE_GPU=1);
-#   3. compute-sanitizer memcheck and racecheck on a small driver (kernels/sanitize_driver.py);
+#   3. compute-sanitizer memcheck and racecheck on a small driver (tools/sanitize_driver.py);
 #   4. the timing benchmark (writes benchmarks/results/gpu_apply_<device>.json).
 # Any failure stops the script with a non-zero exit. OCP_GPU_EXAMPLES sets the hypothesis examples (default 2000);
 # OCP_GPU_STEPS picks steps 2-4 (default "tests sanitizer timing"), e.g. to split them over calls with a time limit.
@@ -64,7 +64,7 @@ for tool in memcheck racecheck; do
   [ "$tool" = memcheck ] && extra=(--leak-check no)
   [ "$tool" = racecheck ] && extra=(--racecheck-report all)
   set +e
-  "$SAN" --tool "$tool" --error-exitcode 99 "${extra[@]}" "$PY" -m ocp_dali.kernels.sanitize_driver 2>&1 | tee "$log"
+  "$SAN" --tool "$tool" --error-exitcode 99 "${extra[@]}" "$PY" tools/sanitize_driver.py 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   set -e
   # the driver's own result check exits 1; the sanitizer's findings exit 99; the summary must say 0

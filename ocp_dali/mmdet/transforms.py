@@ -1,9 +1,11 @@
 """OC&P as an mmdet 3 transform (the CPU path) and the mix-dataset wrapper that seeds it per sample."""
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from mmdet.structures.mask import BitmapMasks
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import draw_basket
+from ocp_dali.data.usable import UsableImages
 from ocp_dali.errors import DataError
 from ocp_dali.masks import tight_boxes
 from ocp_dali.plan import ImageMeta, sample_plan, sample_rng
@@ -29,35 +32,46 @@ SKIP_KEY = "ocp_skipped"  # an OCPMixDataset item that is a recorded skip, not a
 log = logging.getLogger(__name__)
 
 
-def image_problem(dataset, index: int) -> DataError | None:
-    """Why image ``index`` of an mmdet dataset cannot be used (missing, bad header, truncated, not the annotations'
-    size: ``imageio.probe_image``, no pixel decoding), or None. Files that are not local are left to the loading
-    transform. Checked once per image and process (kept on ``dataset``): the file is not read again every epoch,
-    nor again when it is drawn as a paste source."""
-    cache = dataset.__dict__.setdefault("_ocp_image_problems", {})
-    if index not in cache:
-        cache[index] = _probe_file(dataset, index)
-    return cache[index]
-
-
-def _probe_file(dataset, index: int) -> DataError | None:
+def probe_data_info(dataset, index: int) -> None:
+    """The usable-image check of an mmdet dataset (``ocp_dali.data.usable``): the file of data info ``index`` is
+    probed (``imageio.probe_image``, no pixel decoding) and checked against the annotated size; raises
+    ``DataError`` naming the file when it is missing, unreadable, truncated or of another size. Files that are not
+    local are left to the loading transform."""
     from ocp_dali.data.imageio import check_size, probe_image
 
     info = dataset.get_data_info(index)
     path = info.get("img_path")
     if path is None or "://" in str(path):
-        return None
+        return
     try:
-        header = probe_image(Path(path).read_bytes(), str(path))
-        if info.get("width") and info.get("height"):
-            check_size(str(path), header.width, header.height, info["width"], info["height"])
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        return DataError(str(path), "image file not found")
+        raise DataError(str(path), "image file not found") from None
     except OSError as e:
-        return DataError(str(path), f"cannot read image file ({e})")
-    except DataError as e:
-        return e
-    return None
+        raise DataError(str(path), f"cannot read image file ({e})") from None
+    header = probe_image(data, str(path))
+    if info.get("width") and info.get("height"):
+        check_size(str(path), header.width, header.height, info["width"], info["height"])
+
+
+# One policy per mmdet dataset and process, kept beside the dataset rather than inside it: each file is checked
+# once, not again every epoch nor again when it is drawn as a paste source.
+_POLICIES: "weakref.WeakKeyDictionary[Any, UsableImages]" = weakref.WeakKeyDictionary()
+
+
+def usable_images(dataset) -> UsableImages:
+    """The usable-image policy of an mmdet dataset (``probe_data_info``)."""
+    policy = _POLICIES.get(dataset)
+    if policy is None:
+        policy = UsableImages(functools.partial(probe_data_info, dataset), len(dataset),
+                              str(getattr(dataset, "ann_file", "dataset")))
+        _POLICIES[dataset] = policy
+    return policy
+
+
+def image_problem(dataset, index: int) -> DataError | None:
+    """Why image ``index`` of an mmdet dataset cannot be used, or None (see ``probe_data_info``)."""
+    return usable_images(dataset).problem(index)
 
 
 def _masks_of(results: dict, h: int, w: int) -> np.ndarray:
@@ -282,14 +296,10 @@ class OCPMixDataset(MultiImageMixDataset):
         if self.on_bad_image == "raise":
             raise err
         log.warning("skipped image %d in epoch %d: %s", idx, epoch, err)
-        for k in range(1, len(self)):
-            j = (idx + k) % len(self)
-            if image_problem(self.dataset, j) is None:
-                results = self._sample(j, epoch)
-                results["data_samples"].set_metainfo(dict(ocp_stand_in_for=int(idx)))
-                results[SKIP_KEY] = dict(index=int(idx), epoch=epoch, reason=str(err))
-                return results
-        raise DataError(str(getattr(self.dataset, "ann_file", "dataset")), "no image of the dataset is usable")
+        results = self._sample(usable_images(self.dataset).stand_in(idx), epoch)
+        results["data_samples"].set_metainfo(dict(ocp_stand_in_for=int(idx)))
+        results[SKIP_KEY] = dict(index=int(idx), epoch=epoch, reason=str(err))
+        return results
 
 
 @FUNCTIONS.register_module()

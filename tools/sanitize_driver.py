@@ -1,6 +1,6 @@
 """Small workload for ``compute-sanitizer`` (memcheck, racecheck): every kernel on a few synthetic scenes.
 
-``python -m ocp_dali.kernels.sanitize_driver`` runs ``apply_cupy_batch`` on batches that exercise jitter,
+``python tools/sanitize_driver.py`` runs ``apply_cupy_batch`` on batches that exercise jitter,
 geometric jitter, feathering, the simple mode and empty plans, plus the RLE decoder, and checks the results
 against the NumPy reference. CuPy's memory pool is switched off so that every array is its own ``cudaMalloc``:
 memcheck then sees an out-of-bounds access even when it lands inside memory the pool would own.

@@ -1,0 +1,150 @@
+"""The OC&P stage of the DALI graph: one definition, run by any backend (``ocp_dali.backends``).
+
+One call handles a batch (DALI's batch-mode ``python_function``), in these steps:
+    1. unpack the worker records (``ocp_dali.wire``): plans, LSJ parameters, sample keys, annotation records;
+    2. gather the sources each plan pastes from (``gather_sources``, shared with ``augment``);
+    3. decode every mask of the batch through ``backend.decode_masks`` (destination instances and crowd regions,
+       and only the pasted instances of the sources) and build the samples with one constructor
+       (``sample_from_record``);
+    4. the apply step, ``backend.apply_batch``;
+    5. LSJ geometry (``apply_lsj``, NumPy or CuPy arrays alike) and the outputs in ``wire.OUTPUT_NAMES`` order.
+The NumPy backend is the CPU graph; the CuPy backend the GPU graph; the emulated backend runs the GPU graph's
+kernels on the CPU, so the CPU and GPU stages are tested equal without a GPU.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ocp_dali.backends import MaskRequest, get_backend
+from ocp_dali.data.base import sample_from_record
+from ocp_dali.lsj import apply_lsj
+from ocp_dali.plan import PastePlan
+from ocp_dali.sample import Sample
+from ocp_dali.wire import OUTPUT_NAMES, InfoRow, SampleKey, WorkerBatch, unpack_annotation, unpack_lsj, unpack_plan
+from ocp_dali.xp import to_numpy
+
+T = TypeVar("T")
+
+
+def gather_sources(plan: PastePlan, fetch: Callable[[int, list[int]], T]) -> list[T | None]:
+    """One entry per ``plan.basket`` position: ``fetch(b, rows)`` for the positions the plan pastes from (``rows``:
+    the instances it pastes, sorted), None for the others (never loaded)."""
+    out: list[T | None] = [None] * len(plan.basket)
+    for b in plan.used_sources:
+        out[b] = fetch(b, sorted({op.instance for op in plan.pastes if op.source == b}))
+    return out
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A paste source before its masks are decoded: pixels, annotation record, the instance rows to decode."""
+
+    image: Any
+    ann: dict[str, Any]
+    rows: list[int]
+
+
+@dataclass(frozen=True)
+class StageBatch:
+    """One batch's inputs, unpacked: per sample its plan, LSJ parameters, key, destination pixels and annotation
+    record, and the sources its plan pastes from (``SourceRef`` per basket position, None where unused)."""
+
+    plans: list[PastePlan]
+    lsjs: list[Any]
+    keys: list[SampleKey]
+    images: list[Any]
+    anns: list[dict[str, Any]]
+    sources: list[list[SourceRef | None]]
+
+    @classmethod
+    def unpack(cls, backend: Any, inputs: Sequence[Any], slots: int) -> "StageBatch":
+        """The stage's DALI inputs (``WorkerBatch`` layout, images decoded) with pixels on ``backend``."""
+        wb = WorkerBatch.unpack(inputs, slots)
+        plans = [unpack_plan(to_numpy(p)) for p in wb.plans]
+        keys = [SampleKey.unpack(to_numpy(k)) for k in wb.keys]
+        anns = [unpack_annotation(to_numpy(a)) for a in wb.dest_anns]
+        images = [backend.asarray(x) for x in wb.dest_images]
+        batch_pos = {k.index: i for i, k in enumerate(keys)}
+
+        def fetch(i: int, plan: PastePlan) -> Callable[[int, list[int]], SourceRef]:
+            def source(b: int, rows: list[int]) -> SourceRef:
+                if slots:
+                    return SourceRef(backend.asarray(wb.source_images[b][i]),
+                                     unpack_annotation(to_numpy(wb.source_anns[b][i])), rows)
+                j = batch_pos[plan.basket[b]]  # source="batch": the basket is the batch itself
+                return SourceRef(images[j], anns[j], rows)
+            return source
+
+        sources = [gather_sources(plan, fetch(i, plan)) for i, plan in enumerate(plans)]
+        return cls(plans, [unpack_lsj(to_numpy(x)) for x in wb.lsjs], keys, images, anns, sources)
+
+
+def build_samples(backend: Any, batch: StageBatch) -> tuple[list[Sample], list[list[Sample | None]]]:
+    """Destination and source ``Sample``s of a batch; all masks decoded by one ``backend.decode_masks`` call
+    (sources: only the pasted instances; their crowd regions are not needed)."""
+    requests: list[MaskRequest] = []
+    for ann in batch.anns:
+        h, w = int(ann["height"]), int(ann["width"])
+        requests += [MaskRequest(ann["counts"], h, w), MaskRequest(ann["crowd_counts"], h, w)]
+    refs = [(i, b, ref) for i, row in enumerate(batch.sources) for b, ref in enumerate(row) if ref is not None]
+    for _, _, ref in refs:
+        requests.append(MaskRequest(ref.ann["counts"], int(ref.ann["height"]), int(ref.ann["width"]),
+                                    tuple(ref.rows)))
+    masks = backend.decode_masks(requests)
+    dsts = [sample_from_record(img, ann, masks[2 * i], masks[2 * i + 1])
+            for i, (img, ann) in enumerate(zip(batch.images, batch.anns))]
+    sources: list[list[Sample | None]] = [[None] * len(row) for row in batch.sources]
+    xp = backend.xp
+    for k, (i, b, ref) in enumerate(refs):
+        h, w = int(ref.ann["height"]), int(ref.ann["width"])
+        sources[i][b] = sample_from_record(ref.image, ref.ann, masks[2 * len(batch.anns) + k],
+                                           xp.zeros((0, h, w), dtype=bool))
+    return dsts, sources
+
+
+def stage_outputs(s: Sample, key: SampleKey, skipped_annotations: int, xp: Any) -> list[Any]:
+    """The stage outputs of one sample, in ``wire.OUTPUT_NAMES`` order, as contiguous ``xp`` arrays."""
+    n = len(s)
+    kp = s.keypoints if s.keypoints is not None else xp.zeros((n, 0, 3), dtype=xp.float32)
+    info = s.info or {}
+    row = InfoRow(key.index, key.epoch, s.image_id, info.get("pasted", 0), info.get("skipped", 0),
+                  info.get("dropped_existing", 0) + info.get("dropped_pasted", 0), info.get("dropped_by_crop", 0),
+                  skipped_annotations, key.stand_in_for, key.dropped_sources)
+    return [xp.ascontiguousarray(a) for a in (s.image, s.masks, s.amodal_masks, s.occluder_masks, s.boxes, s.labels,
+                                             s.occlusion_rate, s.order, kp, s.pasted, s.ann_ids,
+                                             xp.asarray(row.pack()))]
+
+
+def ocp_stage(backend: Any, slots: int, geometry: bool,
+              flip_index: tuple[int, ...] | None) -> Callable[..., tuple[list[Any], ...]]:
+    """The batch-mode ``python_function`` of the graph (inputs: ``WorkerBatch`` layout with decoded images).
+
+    Args:
+        backend: a name of ``ocp_dali.backends.get_backend`` or a backend object (resolved at the first call, in
+            the thread DALI runs the function in).
+        slots: source slots per sample (0 with ``source="batch"``).
+        geometry: apply the sample's LSJ parameters (False: outputs at the image's own size).
+        flip_index: the dataset's keypoint flip permutation (used where a plan carries none).
+    Returns:
+        ``stage(*inputs)`` -> one list per output name, one array per sample.
+    """
+    resolved: list[Any] = []
+
+    def stage(*inputs: Any) -> tuple[list[Any], ...]:
+        if not resolved:
+            resolved.append(get_backend(backend))
+        be = resolved[0]
+        batch = StageBatch.unpack(be, inputs, slots)
+        dsts, sources = build_samples(be, batch)
+        outs = be.apply_batch(batch.plans, dsts, sources)
+        cols: list[list[Any]] = [[] for _ in OUTPUT_NAMES]
+        for i, out in enumerate(outs):
+            if geometry:
+                out = apply_lsj(out, batch.lsjs[i], batch.plans[i].flip_index or flip_index)
+            for k, v in enumerate(stage_outputs(out, batch.keys[i], len(batch.anns[i]["skipped"]), be.xp)):
+                cols[k].append(v)
+        return tuple(cols)
+
+    return stage
