@@ -8,8 +8,8 @@ exactly.
 Stages, named as the kernels' (``kernels/apply.py``), so parity can be checked one stage at a time:
     per paste, in paste order: ``paste_window`` (where it lands), ``jitter_crop`` (image jitter of the crop),
     ``warp_crop`` (mask and pixels of the window; ``warp_paste`` does both), ``paste_alpha`` (feathered alpha),
-    ``composite`` (pixels),
-    ``occlude`` (earlier instances, crowd regions and keypoints lose what the paste covers), ``place`` (its row);
+    ``composite`` (pixels), ``occlude`` (earlier instances, crowd regions and keypoints lose what the paste
+    covers), ``place`` (its row);
     then ``keep_rule``, and the outputs: ``occlusion_stats`` (boxes, occlusion rates), ``occluder_masks``,
     ``order_matrix``, gathered by ``emit``.
 """
