@@ -19,22 +19,29 @@ Stages (kernel source in parentheses), launches per batch:
     14.  per-row outputs: boxes, labels, ann_ids, pasted, occlusion rate, keypoint visibility (targets.cu)
     15.  order matrices (targets.cu)
 
-The host side only does what needs no pixels: windows of the pastes (from the plan's geometry), the reference's
-box test of existing instances against each window (as bit masks of the pastes allowed to clear each instance),
-keypoint coordinates of pasted instances (float64 ``geometry.fwd``; ``transform_keypoints_batch`` is the
-reference's ``_transform_keypoints`` vectorised operation for operation, checked bit-identical by a test) and the
-Gaussian taps. Inputs are read in place through device pointers stored in the descriptor tables (NumPy inputs are
-uploaded once per array); outputs are views into one buffer per field for the whole batch.
+``ApplyBatch`` runs them, one method per stage: ``pack`` (``pack_pastes``, ``pack_existing_slots``,
+``pack_paste_slots``, ``pack_crowd_slots``, ``pack_sample``, ``upload_tables``), ``allocate``, ``jitter``,
+``warp``, ``feather``, ``composite``, ``occlusion_stats``, ``keep``, ``layout_outputs``, ``emit``, ``unpack``;
+the stages of ``reference.apply_numpy`` carry the same names, so parity can be checked one stage at a time.
+
+The host side only does what needs no pixels: windows of the pastes (``reference.paste_window``), the
+reference's box test of existing instances against each window (as bit masks of the pastes allowed to clear each
+instance), keypoint coordinates of pasted instances (``keypoints.map_paste_keypoints``, the reference's own mapper,
+all pastes at once) and the Gaussian taps. Inputs are read in place through device pointers stored in the
+descriptor tables (NumPy inputs are uploaded once per array); outputs are views into one buffer per field for the
+whole batch.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ocp_dali.plan import PastePlan
-from ocp_dali.reference import _transform_keypoints, gaussian_weights_q12
+from ocp_dali.keypoints import check_keypoint_shape, map_paste_keypoints, paste_order
+from ocp_dali.plan import PasteOp, PastePlan
+from ocp_dali.reference import carries_targets, gaussian_weights_q12, paste_window
 from ocp_dali.sample import Sample
 
 BLOCK = 256  # threads per block (kernels need a power of two <= OCP_BLOCK)
@@ -107,32 +114,6 @@ def _pack_bits(bits: np.ndarray, words: int) -> np.ndarray:
     return (padded.reshape(n, words, 32) * weights).sum(axis=2).astype(np.uint32)
 
 
-def transform_keypoints_batch(kps: np.ndarray, fwd: np.ndarray, origin: np.ndarray, offset: np.ndarray,
-                              perm: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """``reference._transform_keypoints`` for P pastes at once, operation for operation (so bit-identical).
-
-    Args:
-        kps: (P, K, 3) source keypoints; fwd: (P, 6) float64 ``geometry.fwd``; origin: (P, 2) int crop top-left
-        (``src_box[:2]``); offset: (P, 2) int canvas offset; perm: (P, K) keypoint order (``flip_index`` for a
-        flipped paste, identity otherwise); size: (P, 2) destination (W, H).
-
-    Returns:
-        (P, K, 3) float32: labelled points that stay on the canvas carried through, the others ``(0, 0, 0)``.
-    """
-    pts = np.take_along_axis(np.asarray(kps).astype(np.float64), perm[..., None], axis=1)
-    x = pts[..., 0] - origin[:, 0:1]
-    y = pts[..., 1] - origin[:, 1:2]
-    a, b, c, d, e, f = (fwd[:, i:i + 1] for i in range(6))
-    X = a * x + b * y + c + offset[:, 0:1]  # ((a x + b y) + c) + ox, as transform_points(...) + offset
-    Y = d * x + e * y + f + offset[:, 1:2]
-    keep = (pts[..., 2] > 0) & (X >= 0) & (X <= size[:, 0:1]) & (Y >= 0) & (Y <= size[:, 1:2])
-    out = np.zeros(pts.shape, dtype=np.float32)
-    out[..., 0] = np.where(keep, X, 0.0)
-    out[..., 1] = np.where(keep, Y, 0.0)
-    out[..., 2] = np.where(keep, pts[..., 2], 0.0)
-    return out
-
-
 def _check_shape(sample: Sample, name: str, arr, shape: tuple[int, ...]) -> None:
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{sample.file_name or 'sample'}: {name} has shape {tuple(arr.shape)}, expected {shape}")
@@ -178,16 +159,127 @@ def apply_cupy_batch(plans: Sequence[PastePlan], destinations: Sequence[Sample],
         else:
             results[i] = destinations[i]
     if active:
-        for i, out in zip(active, _Batch(be, [plans[i] for i in active], [destinations[i] for i in active],
+        for i, out in zip(active, ApplyBatch(be, [plans[i] for i in active], [destinations[i] for i in active],
                                          [sources_per_sample[i] for i in active]).run()):
             results[i] = out
     return results  # type: ignore[return-value]
 
 
-class _Batch:
-    """Packing of one batch (every plan non-empty), the launches, and the unpacking into Samples."""
+@dataclass
+class Offsets:
+    """Running sizes (elements) of the per-batch input buffers while a batch is packed: each paste's or sample's
+    part starts at the total so far."""
 
-    def __init__(self, be, plans, destinations, sources_per_sample):
+    jit: int = 0  # jittered crops, uint8, crop_h * crop_w * 3 per jittered paste
+    win: int = 0  # window pixels (masks, alpha), win_w * win_h per paste
+    cover: int = 0  # cover words, uint32, words * H * W per sample
+    overlap: int = 0  # paste x slot overlap flags, uint8, k * (n0 + k) per sample
+    img: int = 0  # output images, uint8, H * W * 3 per sample
+    kp: int = 0  # slot keypoints, float32, K * 3 per slot
+    taps: int = 0  # Gaussian taps, int32, 2r + 1 per blending sample
+
+
+@dataclass
+class Destination:
+    """One destination as the kernels read it: device arrays (their pointers go into the tables; shapes checked,
+    since the kernels read through raw pointers) and small host copies (N = n0 instances, C crowd regions).
+
+    Attributes:
+        image (H, W, 3) uint8, masks / amodal / occluders (N, H, W) bool, crowd (C, H, W) bool, order (N, N)
+        bool: device arrays. carries_targets: its occluders and order mean anything (``reference.carries_targets``).
+        boxes_i (N, 4) int64, boxes_f (N, 4) float64, labels (N,), ann_ids (N,), keypoints (N, K, 3) float32 or
+        None: host arrays.
+    """
+
+    height: int
+    width: int
+    n0: int
+    image: object
+    masks: object
+    amodal: object
+    occluders: object
+    crowd: object
+    order: object
+    n_crowd: int
+    carries_targets: bool
+    boxes_i: np.ndarray
+    boxes_f: np.ndarray
+    labels: np.ndarray
+    ann_ids: np.ndarray
+    keypoints: np.ndarray | None
+
+    @property
+    def num_kp(self) -> int:
+        """K, keypoints per instance (0 without keypoints)."""
+        return int(self.keypoints.shape[1]) if self.keypoints is not None else 0
+
+
+@dataclass
+class StageBuffers:
+    """The kernels' working buffers for one batch (flat, backend arrays; P pastes, S slots; at least 1 element).
+
+    Attributes:
+        jit_a, jit_b: uint8 jittered crops (``Offsets.jit``); luma_sum: (P,) uint64 per-crop luma sums.
+        win_mask: uint8, win_pix: uint8 (x3) window masks and pixels (``Offsets.win``); hbuf, alpha: int32
+            horizontal pass and feathered alpha of each window (when a sample blends).
+        paste_box: (P, 4) int32 tight box of each warped mask; img_out: uint8 output images; cover: uint32 cover
+            words (bit t: paste t wrote the pixel).
+        vis_area, am_area: (S,) uint64; vis_box, am_box: (S, 4) int32; touched: (S,) uint32 (occlusion stats).
+        overlap: uint8 paste x slot amodal overlaps; keep, flags: (S,) uint8; out_slot: (S,) int64 output row.
+    """
+
+    jit_a: object
+    jit_b: object
+    luma_sum: object
+    win_mask: object
+    win_pix: object
+    hbuf: object
+    alpha: object
+    paste_box: object
+    img_out: object
+    cover: object
+    vis_area: object
+    am_area: object
+    vis_box: object
+    am_box: object
+    touched: object
+    overlap: object
+    keep: object
+    flags: object
+    out_slot: object
+
+
+@dataclass
+class OutputBuffers:
+    """One buffer per output field for the whole batch (R output rows, backend arrays, at least 1 element); each
+    ``Sample`` holds views into them.
+
+    Attributes:
+        vis, amodal, occluders: bool planes (R * H * W); crowd: bool planes of the kept crowd regions.
+        boxes: (R, 4) float32; labels, ann_ids: (R,) int64; pasted: (R,) bool; rate: (R,) float32 occlusion
+        rate; keypoints: float32 (R * K * 3); order: bool (sum of n_out ** 2 over the samples).
+    """
+
+    vis: object
+    amodal: object
+    occluders: object
+    crowd: object
+    boxes: object
+    labels: object
+    ann_ids: object
+    pasted: object
+    rate: object
+    keypoints: object
+    order: object
+
+
+class ApplyBatch:
+    """One batch (every plan non-empty): packing into descriptor tables, one method per kernel stage, and the
+    unpacking into Samples. ``run`` does them all in order; a parity test may stop after any stage and read its
+    buffers (``buf``, ``window``)."""
+
+    def __init__(self, be, plans: Sequence[PastePlan], destinations: Sequence[Sample],
+                 sources_per_sample: Sequence[Sequence[Sample | None]]):
         self.be = be
         self.plans = plans
         self.dsts = destinations
@@ -218,228 +310,252 @@ class _Batch:
     def launch(self, name: str, grid: tuple[int, int], *args) -> None:
         self.be.launch(KERNELS[name], name, grid, BLOCK, args)
 
-    # ---- packing ----
+    # ---- packing (host) ----
     def pack(self) -> None:
-        be = self.be
+        """Stages "pack samples / pastes / slots": every plan checked, the descriptor tables of the whole batch
+        built and uploaded."""
         self.words = max(-(-len(p.pastes) // 32) for p in self.plans)
-        samples, pastes, inst_slots, crowd_slots = [], [], [], []
-        allowed, later, before, crowd_allowed = [], [], [], []
+        self.totals = Offsets()
+        self._samples: list[dict] = []
+        self._pastes: list[dict] = []
+        self._inst_slots: list[dict] = []
+        self._crowd_slots: list[dict] = []
+        # per-slot bit masks of pastes: allowed to clear it, later than it; boxes before the pastes
+        self._allowed: list[np.ndarray] = []
+        self._later: list[np.ndarray] = []
+        self._before: list[np.ndarray] = []
+        self._crowd_allowed: list[np.ndarray] = []
+        self._taps_parts: list[np.ndarray] = []
         self._kp_parts: list[np.ndarray] = []  # slot keypoints, flattened, in slot order
-        self._kp_jobs: list[tuple] = []  # pasted instances whose keypoints are transformed in one batch
-        taps_parts: list[np.ndarray] = []
+        self._kp_jobs: list[tuple] = []  # pasted instances whose keypoints are mapped in one batch
         self.deferred: dict[int, Exception] = {}  # paste -> error the reference raises only if it is placed
-        self.meta = []
-        jit_total = win_total = cover_total = overlap_total = img_total = kp_total = taps_total = 0
-
+        self.meta: list[dict] = []
         for si, (plan, dst, srcs) in enumerate(zip(self.plans, self.dsts, self.srcs)):
-            H, W = dst.height, dst.width
-            if (plan.height, plan.width) != (H, W):
-                raise ValueError(f"{dst.file_name or 'destination'}: plan made for {plan.width}x{plan.height}, "
-                                 f"image is {W}x{H}")
-            n0, k, hw = len(dst), len(plan.pastes), H * W
-            for t, op in enumerate(plan.pastes):
-                src = srcs[op.source] if op.source < len(srcs) else None
-                if src is None:
-                    raise ValueError(f"plan paste {t} reads basket position {op.source}, but no source sample "
-                                     "was given")
-                if not 0 <= op.instance < len(src):
-                    raise ValueError(f"{src.file_name or 'source'}: plan names instance {op.instance}, it has "
-                                     f"{len(src)}")
-            img = self.dev(dst.image, np.uint8)
-            masks = self.dev(dst.masks, np.bool_)
-            amodal = self.dev(dst.amodal_masks, np.bool_)
-            occ = self.dev(dst.occluder_masks, np.bool_)
-            crowd = self.dev(dst.crowd_masks, np.bool_)
-            order = self.dev(dst.order, np.bool_)
-            n_crowd = int(crowd.shape[0]) if crowd.ndim == 3 else -1
-            # as the reference: a destination with nothing pasted and no occlusion carries no occluders or order
-            # (null pointers: the kernels read zeros)
-            carries_targets = bool(np.any(self.host(dst.pasted)) or np.any(self.host(dst.occlusion_rate)))
-            # the kernels read these through raw pointers: wrong shapes must fail here, not read out of bounds
-            _check_shape(dst, "image", img, (H, W, 3))
-            for name, arr in (("masks", masks), ("amodal_masks", amodal), ("occluder_masks", occ)):
-                _check_shape(dst, name, arr, (n0, H, W))
-            _check_shape(dst, "crowd_masks", crowd, (n_crowd, H, W))
-            _check_shape(dst, "order", order, (n0, n0))
-            boxes_i = np.asarray(self.host(dst.boxes), dtype=np.int64).reshape(n0, 4)
-            boxes_f = np.asarray(self.host(dst.boxes), dtype=np.float64).reshape(n0, 4)
-            labels = self.host(dst.labels)
-            ann_ids = self.host(dst.ann_ids)
-            has_kp = dst.keypoints is not None
-            kp_dst = np.asarray(self.host(dst.keypoints), dtype=np.float32) if has_kp else None
-            K = int(kp_dst.shape[1]) if has_kp else 0
-            kshape = kp_dst.shape[1:] if has_kp else None
+            plan.check(dst, srcs)
+            d = self.destination(dst)
+            slot_begin, paste_begin = len(self._inst_slots), len(self._pastes)
+            windows = self.pack_pastes(si, plan, srcs, d, slot_begin)
+            self.pack_existing_slots(si, d, windows)
+            self.pack_paste_slots(si, plan, srcs, d, paste_begin)
+            crowd_begin = self.pack_crowd_slots(si, d, len(plan.pastes))
+            self.pack_sample(si, plan, d, slot_begin, paste_begin, crowd_begin)
+        self.upload_tables()
 
-            blend = plan.blend_sigma > 0
-            radius = taps_off = 0
-            if blend:
-                taps = gaussian_weights_q12(plan.blend_sigma)
-                radius, taps_off = (len(taps) - 1) // 2, taps_total
-                taps_parts.append(taps.astype(np.int32))
-                taps_total += len(taps)
+    def destination(self, dst: Sample) -> Destination:
+        """``dst`` on the device (cached per array), its shapes checked, and the host copies packing needs."""
+        H, W, n0 = dst.height, dst.width, len(dst)
+        img = self.dev(dst.image, np.uint8)
+        masks = self.dev(dst.masks, np.bool_)
+        amodal = self.dev(dst.amodal_masks, np.bool_)
+        occ = self.dev(dst.occluder_masks, np.bool_)
+        crowd = self.dev(dst.crowd_masks, np.bool_)
+        order = self.dev(dst.order, np.bool_)
+        n_crowd = int(crowd.shape[0]) if crowd.ndim == 3 else -1
+        # the kernels read these through raw pointers: wrong shapes must fail here, not read out of bounds
+        _check_shape(dst, "image", img, (H, W, 3))
+        for name, arr in (("masks", masks), ("amodal_masks", amodal), ("occluder_masks", occ)):
+            _check_shape(dst, name, arr, (n0, H, W))
+        _check_shape(dst, "crowd_masks", crowd, (n_crowd, H, W))
+        _check_shape(dst, "order", order, (n0, n0))
+        kp = np.asarray(self.host(dst.keypoints), dtype=np.float32) if dst.keypoints is not None else None
+        return Destination(
+            height=H, width=W, n0=n0, image=img, masks=masks, amodal=amodal, occluders=occ, crowd=crowd,
+            order=order, n_crowd=n_crowd,
+            carries_targets=carries_targets(self.host(dst.pasted), self.host(dst.occlusion_rate)),
+            boxes_i=np.asarray(self.host(dst.boxes), dtype=np.int64).reshape(n0, 4),
+            boxes_f=np.asarray(self.host(dst.boxes), dtype=np.float64).reshape(n0, 4),
+            labels=self.host(dst.labels), ann_ids=self.host(dst.ann_ids), keypoints=kp,
+        )
 
-            slot_begin = len(inst_slots)
-            paste_begin = len(pastes)
-            windows = np.zeros((k, 4), dtype=np.int64)  # wx0, wy0, wx1, wy1 (empty when wx1 <= wx0 or wy1 <= wy0)
-            for t, op in enumerate(plan.pastes):
-                src = srcs[op.source]
-                g = op.geometry
-                ox, oy = op.offset
-                wx0, wy0 = max(ox, 0), max(oy, 0)
-                wx1, wy1 = min(ox + g.out_w, W), min(oy + g.out_h, H)
-                empty = wx1 <= wx0 or wy1 <= wy0
-                ww, wh = (0, 0) if empty else (wx1 - wx0, wy1 - wy0)
-                windows[t] = (wx0, wy0, wx1, wy1)
-                sh, sw = src.height, src.width
-                x0, y0, x1, y1 = op.src_box
-                if not (0 <= x0 < x1 <= sw and 0 <= y0 < y1 <= sh):  # plans crop tight mask boxes: always inside
-                    raise ValueError(f"{src.file_name or 'source'}: paste {t} crops {op.src_box}, outside the "
-                                     f"{sw}x{sh} image")
-                simg = self.dev(src.image, np.uint8)
-                smask = self.dev(src.masks, np.bool_)
-                _check_shape(src, "image", simg, (sh, sw, 3))
-                _check_shape(src, "masks", smask, (len(src), sh, sw))
-                row = dict(
-                    sample=si, time=t, slot=slot_begin + n0 + t,
-                    src_img=be.ptr(simg) + (y0 * sw + x0) * 3, src_pitch=sw,
-                    src_mask=be.ptr(smask) + op.instance * sh * sw + y0 * sw + x0, mask_pitch=sw,
-                    crop_h=y1 - y0, crop_w=x1 - x0,
-                    off_x=ox, off_y=oy, win_x=wx0, win_y=wy0, win_w=ww, win_h=wh, win_off=win_total,
-                    taps_off=taps_off, radius=radius,
-                    rep_top=wy0 == 0, rep_bottom=wy1 == H, rep_left=wx0 == 0, rep_right=wx1 == W,
-                )
-                row.update(zip(("inv_a", "inv_b", "inv_c", "inv_d", "inv_e", "inv_f"), g.inv_q16))
-                if op.jitter is not None:
-                    row.update(jitter=1, jit_off=jit_total)
-                    row.update(zip(("j_colour", "j_bright", "j_contrast", "j_sharp"), op.jitter))
-                    jit_total += row["crop_h"] * row["crop_w"] * 3
-                win_total += ww * wh
-                pastes.append(row)
+    def pack_taps(self, plan: PastePlan) -> tuple[int, int]:
+        """The plan's Gaussian taps queued (when it blends); ``(radius, offset of the taps)``, zeros otherwise."""
+        if plan.blend_sigma <= 0:
+            return 0, 0
+        taps = gaussian_weights_q12(plan.blend_sigma)
+        offset = self.totals.taps
+        self._taps_parts.append(taps.astype(np.int32))
+        self.totals.taps += len(taps)
+        return (len(taps) - 1) // 2, offset
 
-            # existing instances: the reference's box test decides which pastes may clear their pixels
-            bx0, by0, bx1, by1 = (boxes_i[:, c:c + 1] for c in range(4))
+    def pack_pastes(self, si: int, plan: PastePlan, srcs: Sequence[Sample | None], d: Destination,
+                    slot_begin: int) -> np.ndarray:
+        """Stage "pack pastes": one ``PASTE_FIELDS`` row per paste of sample ``si`` (crop pointers, inverse map,
+        window, jitter, taps). Returns the (k, 4) int64 windows ``(wx0, wy0, wx1, wy1)`` (some may be empty)."""
+        be, tot = self.be, self.totals
+        H, W = d.height, d.width
+        radius, taps_off = self.pack_taps(plan)
+        windows = np.zeros((len(plan.pastes), 4), dtype=np.int64)
+        for t, op in enumerate(plan.pastes):
+            src = srcs[op.source]
+            window = paste_window(op, H, W)
+            windows[t] = window
+            wx0, wy0, wx1, wy1 = window
+            ww, wh = (0, 0) if (wx1 <= wx0 or wy1 <= wy0) else (wx1 - wx0, wy1 - wy0)
+            sh, sw = src.height, src.width
+            x0, y0, x1, y1 = op.src_box
+            simg = self.dev(src.image, np.uint8)
+            smask = self.dev(src.masks, np.bool_)
+            _check_shape(src, "image", simg, (sh, sw, 3))
+            _check_shape(src, "masks", smask, (len(src), sh, sw))
+            ox, oy = op.offset
+            row = dict(
+                sample=si, time=t, slot=slot_begin + d.n0 + t,
+                src_img=be.ptr(simg) + (y0 * sw + x0) * 3, src_pitch=sw,
+                src_mask=be.ptr(smask) + op.instance * sh * sw + y0 * sw + x0, mask_pitch=sw,
+                crop_h=y1 - y0, crop_w=x1 - x0,
+                off_x=ox, off_y=oy, win_x=wx0, win_y=wy0, win_w=ww, win_h=wh, win_off=tot.win,
+                taps_off=taps_off, radius=radius,
+                rep_top=wy0 == 0, rep_bottom=wy1 == H, rep_left=wx0 == 0, rep_right=wx1 == W,
+            )
+            row.update(zip(("inv_a", "inv_b", "inv_c", "inv_d", "inv_e", "inv_f"), op.geometry.inv_q16))
+            if op.jitter is not None:
+                row.update(jitter=1, jit_off=tot.jit)
+                row.update(zip(("j_colour", "j_bright", "j_contrast", "j_sharp"), op.jitter))
+                tot.jit += row["crop_h"] * row["crop_w"] * 3
+            tot.win += ww * wh
+            self._pastes.append(row)
+        return windows
+
+    def pack_existing_slots(self, si: int, d: Destination, windows: np.ndarray) -> None:
+        """Stage "pack slots", the destination's instances: one ``SLOT_FIELDS`` row each, with the reference's
+        box test against every window as the bits of the pastes allowed to clear the instance."""
+        be, tot, n0, hw, k = self.be, self.totals, d.n0, d.height * d.width, len(windows)
+        for j in range(n0):
+            self._inst_slots.append(dict(
+                sample=si, kind=EXISTING, local=j, time=-1, paste=-1,
+                vis_in=be.ptr(d.masks) + j * hw, amodal_in=be.ptr(d.amodal) + j * hw,
+                occ_in=be.ptr(d.occluders) + j * hw if d.carries_targets else 0,
+                region_x=0, region_y=0, region_w=d.width, region_h=d.height,
+                label=int(d.labels[j]), ann_id=int(d.ann_ids[j]), kp_off=tot.kp,
+            ))
+            if d.keypoints is not None:
+                self._kp_parts.append(d.keypoints[j].reshape(-1))
+                tot.kp += d.num_kp * 3
+        if n0:
+            bx0, by0, bx1, by1 = (d.boxes_i[:, c:c + 1] for c in range(4))
             wx0, wy0, wx1, wy1 = (windows[None, :, c] for c in range(4))
             gate = ~((bx1 <= wx0) | (bx0 >= wx1) | (by1 <= wy0) | (by0 >= wy1))
-            all_bits = np.ones((1, k), dtype=bool)
-            t_idx = np.arange(k)
-            for j in range(n0):
-                inst_slots.append(dict(
-                    sample=si, kind=EXISTING, local=j, time=-1, paste=-1,
-                    vis_in=be.ptr(masks) + j * hw, amodal_in=be.ptr(amodal) + j * hw,
-                    occ_in=be.ptr(occ) + j * hw if carries_targets else 0,
-                    region_x=0, region_y=0, region_w=W, region_h=H,
-                    label=int(labels[j]), ann_id=int(ann_ids[j]), kp_off=kp_total,
-                ))
-                if has_kp:
-                    self._kp_parts.append(kp_dst[j].reshape(-1))
-                    kp_total += K * 3
-            if n0:
-                allowed.append(_pack_bits(gate, self.words))
-                later.append(_pack_bits(np.repeat(all_bits, n0, axis=0), self.words))
-                before.append(boxes_f)
-            # one slot per paste (a skipped paste keeps its slot: it is never kept)
-            for t, op in enumerate(plan.pastes):
-                src = srcs[op.source]
-                q = paste_begin + t
-                p = pastes[q]
-                inst_slots.append(dict(
-                    sample=si, kind=PASTED, local=t, time=t, paste=q,
-                    region_x=p["win_x"], region_y=p["win_y"], region_w=p["win_w"], region_h=p["win_h"],
-                    label=int(op.label), ann_id=int(self.host(src.ann_ids)[op.instance]), kp_off=kp_total,
-                ))
-                if has_kp:
-                    self._paste_keypoints(q, op, src, plan, kshape, H, W)
-                    kp_total += K * 3
-            after = t_idx[None, :] > t_idx[:, None]  # [t, t']: paste t' comes after paste t
-            allowed.append(_pack_bits(after, self.words))
-            later.append(_pack_bits(after, self.words))
-            before.append(np.zeros((k, 4), dtype=np.float64))
-            crowd_first = len(crowd_slots)
-            for c in range(n_crowd):
-                crowd_slots.append(dict(sample=si, kind=CROWD, local=c, time=-1, paste=-1,
-                                        vis_in=be.ptr(crowd) + c * hw, region_x=0, region_y=0, region_w=W,
-                                        region_h=H))
-            if n_crowd:
-                crowd_allowed.append(_pack_bits(np.repeat(all_bits, n_crowd, axis=0), self.words))
+            self._allowed.append(_pack_bits(gate, self.words))
+            self._later.append(_pack_bits(np.ones((n0, k), dtype=bool), self.words))
+            self._before.append(d.boxes_f)
 
-            nslots = n0 + k
-            words_s = -(-k // 32)
-            samples.append(dict(
-                height=H, width=W, paste_begin=paste_begin, num_pastes=k, slot_begin=slot_begin, num_slots=nslots,
-                num_existing=n0, crowd_begin=crowd_first, num_crowd=n_crowd,
-                cover_off=cover_total, cover_words=words_s, img_in=be.ptr(img), img_out_off=img_total,
-                order_in=be.ptr(order) if carries_targets else 0, overlap_off=overlap_total, blend=int(blend),
-                mode_simple=int(plan.mode == "simple"),
-                thr_bits=_double_bits(plan.min_size_occ * math.sqrt(H * W)),
-                bbox_thr_bits=_double_bits(float(plan.bbox_occluded_thr)),
-                mask_thr_bits=_double_bits(float(plan.mask_occluded_thr)),
-                num_kp=K,
+    def pack_paste_slots(self, si: int, plan: PastePlan, srcs: Sequence[Sample | None], d: Destination,
+                         paste_begin: int) -> None:
+        """Stage "pack slots", the pastes: one ``SLOT_FIELDS`` row per paste (a skipped paste keeps its slot: it
+        is never kept), its keypoints queued; a paste may clear (and is later than) the earlier pastes only."""
+        tot, k = self.totals, len(plan.pastes)
+        for t, op in enumerate(plan.pastes):
+            src = srcs[op.source]
+            q = paste_begin + t
+            p = self._pastes[q]
+            self._inst_slots.append(dict(
+                sample=si, kind=PASTED, local=t, time=t, paste=q,
+                region_x=p["win_x"], region_y=p["win_y"], region_w=p["win_w"], region_h=p["win_h"],
+                label=int(op.label), ann_id=int(self.host(src.ann_ids)[op.instance]), kp_off=tot.kp,
             ))
-            self.meta.append(dict(has_kp=has_kp, K=K, n0=n0, k=k, n_crowd=n_crowd, H=H, W=W))
-            cover_total += words_s * hw
-            overlap_total += k * nslots
-            img_total += hw * 3
+            if d.keypoints is not None:
+                self.queue_paste_keypoints(q, op, src, plan, d)
+                tot.kp += d.num_kp * 3
+        t_idx = np.arange(k)
+        after = t_idx[None, :] > t_idx[:, None]  # [t, t']: paste t' comes after paste t
+        self._allowed.append(_pack_bits(after, self.words))
+        self._later.append(_pack_bits(after, self.words))
+        self._before.append(np.zeros((k, 4), dtype=np.float64))
 
-        n_inst = len(inst_slots)
-        for s in samples:  # crowd slots follow every instance slot of the batch
+    def pack_crowd_slots(self, si: int, d: Destination, k: int) -> int:
+        """Stage "pack slots", the crowd regions (every paste may cover them); returns the first one's index among
+        the batch's crowd slots."""
+        first, hw = len(self._crowd_slots), d.height * d.width
+        for c in range(d.n_crowd):
+            self._crowd_slots.append(dict(sample=si, kind=CROWD, local=c, time=-1, paste=-1,
+                                          vis_in=self.be.ptr(d.crowd) + c * hw, region_x=0, region_y=0,
+                                          region_w=d.width, region_h=d.height))
+        if d.n_crowd:
+            self._crowd_allowed.append(_pack_bits(np.ones((d.n_crowd, k), dtype=bool), self.words))
+        return first
+
+    def pack_sample(self, si: int, plan: PastePlan, d: Destination, slot_begin: int, paste_begin: int,
+                    crowd_begin: int) -> None:
+        """Stage "pack samples": the ``SAMPLE_FIELDS`` row of sample ``si`` (where its slots, pastes and buffers
+        begin, the keep rule's parameters) and its host-side ``meta``."""
+        tot, H, W = self.totals, d.height, d.width
+        k, hw = len(plan.pastes), H * W
+        nslots, words_s = d.n0 + k, -(-k // 32)
+        self._samples.append(dict(
+            height=H, width=W, paste_begin=paste_begin, num_pastes=k, slot_begin=slot_begin, num_slots=nslots,
+            num_existing=d.n0, crowd_begin=crowd_begin, num_crowd=d.n_crowd,
+            cover_off=tot.cover, cover_words=words_s, img_in=self.be.ptr(d.image), img_out_off=tot.img,
+            # as the reference: a destination with nothing pasted and no occlusion carries no occluders or order
+            # (null pointers: the kernels read zeros)
+            order_in=self.be.ptr(d.order) if d.carries_targets else 0, overlap_off=tot.overlap,
+            blend=int(plan.blend_sigma > 0), mode_simple=int(plan.mode == "simple"),
+            thr_bits=_double_bits(plan.min_size_occ * math.sqrt(H * W)),
+            bbox_thr_bits=_double_bits(float(plan.bbox_occluded_thr)),
+            mask_thr_bits=_double_bits(float(plan.mask_occluded_thr)),
+            num_kp=d.num_kp,
+        ))
+        self.meta.append(dict(has_kp=d.keypoints is not None, K=d.num_kp, n0=d.n0, k=k, n_crowd=d.n_crowd, H=H,
+                              W=W))
+        tot.cover += words_s * hw
+        tot.overlap += k * nslots
+        tot.img += hw * 3
+
+    def upload_tables(self) -> None:
+        """The packed rows as int64 tables, bit masks, keypoints and taps on the device; launch sizes."""
+        be, words = self.be, self.words
+        n_inst = len(self._inst_slots)
+        for s in self._samples:  # crowd slots follow every instance slot of the batch
             s["crowd_begin"] += n_inst
-        self.n_inst_slots, self.n_slots = n_inst, n_inst + len(crowd_slots)
-        self.samples_np = _table(samples, SAMPLE_FIELDS)
-        self.slots_np = _table(inst_slots + crowd_slots, SLOT_FIELDS)
-        self.pastes_np = _table(pastes, PASTE_FIELDS)
-        self.num_samples, self.num_pastes = len(samples), len(pastes)
-        words = self.words
+        self.n_inst_slots, self.n_slots = n_inst, n_inst + len(self._crowd_slots)
+        self.samples_np = _table(self._samples, SAMPLE_FIELDS)
+        self.slots_np = _table(self._inst_slots + self._crowd_slots, SLOT_FIELDS)
+        self.pastes_np = _table(self._pastes, PASTE_FIELDS)
+        self.num_samples, self.num_pastes = len(self._samples), len(self._pastes)
         bits = lambda parts: np.concatenate(parts) if parts else np.zeros((0, words), np.uint32)  # noqa: E731
-        allowed_np = np.concatenate([bits(allowed), bits(crowd_allowed)])
-        later_np = np.concatenate([bits(later), bits(crowd_allowed)])
-        before_np = np.concatenate(before + [np.zeros((len(crowd_slots), 4))]).astype(np.float64)
+        allowed_np = np.concatenate([bits(self._allowed), bits(self._crowd_allowed)])
+        later_np = np.concatenate([bits(self._later), bits(self._crowd_allowed)])
+        before_np = np.concatenate(self._before + [np.zeros((len(self._crowd_slots), 4))]).astype(np.float64)
         self.samples = be.asarray(self.samples_np)
         self.slots = be.asarray(self.slots_np)
         self.pastes = be.asarray(self.pastes_np)
         self.allowed = be.asarray(allowed_np.reshape(-1) if allowed_np.size else np.zeros(1, np.uint32))
         self.later = be.asarray(later_np.reshape(-1) if later_np.size else np.zeros(1, np.uint32))
         self.before = be.asarray(before_np.reshape(-1) if before_np.size else np.zeros(1))
-        self._transform_jobs()
+        self.map_keypoints()
         kp_parts = self._kp_parts
         self.kp_in = be.asarray(np.concatenate(kp_parts).astype(np.float32) if kp_parts else np.zeros(1, np.float32))
-        self.taps = be.asarray(np.concatenate(taps_parts) if taps_parts else np.zeros(1, np.int32))
-        self.totals = dict(jit=jit_total, win=win_total, cover=cover_total, overlap=overlap_total, img=img_total)
-        self.any_jitter = jit_total > 0
-        self.any_blend = bool(taps_parts)
-        self.max_crop = max((p["crop_h"] * p["crop_w"] for p in pastes if p.get("jitter")), default=0)
-        self.max_win = max((p["win_w"] * p["win_h"] for p in pastes), default=0)
-        self.max_hw = max(s["height"] * s["width"] for s in samples)
-        self.max_slots = max(s["num_slots"] for s in samples)
+        self.taps = be.asarray(np.concatenate(self._taps_parts) if self._taps_parts else np.zeros(1, np.int32))
+        self.any_jitter = self.totals.jit > 0
+        self.any_blend = bool(self._taps_parts)
+        self.max_crop = max((p["crop_h"] * p["crop_w"] for p in self._pastes if p.get("jitter")), default=0)
+        self.max_win = max((p["win_w"] * p["win_h"] for p in self._pastes), default=0)
+        self.max_hw = max(s["height"] * s["width"] for s in self._samples)
+        self.max_slots = max(s["num_slots"] for s in self._samples)
 
-    def _paste_keypoints(self, q, op, src, plan, kshape, H, W) -> None:
+    def queue_paste_keypoints(self, q: int, op: PasteOp, src: Sample, plan: PastePlan, d: Destination) -> None:
         """Queues the (K, 3) keypoints of the instance paste q creates (zeros when the source has none); errors
         are deferred until the paste is known to be placed (the reference raises them only then)."""
-        self._kp_parts.append(np.zeros(int(np.prod(kshape)), dtype=np.float32))
+        K = d.num_kp
+        self._kp_parts.append(np.zeros(K * 3, dtype=np.float32))
         if src.keypoints is None:
             return
         skp = self.host(src.keypoints)
-        if skp.shape[1:] != kshape:
-            self.deferred[q] = ValueError(f"{src.file_name}: source keypoints {skp.shape[1:]} do not match the "
-                                          f"destination's {kshape}")
+        try:
+            check_keypoint_shape(src.file_name, skp.shape[1:], d.keypoints.shape[1:])
+            order = paste_order(op.flip, plan.flip_index, K)
+        except (ValueError, IndexError) as e:
+            self.deferred[q] = e
             return
-        kp = np.asarray(skp[op.instance])
-        K = kshape[0]
-        if op.flip and (plan.flip_index is None or len(plan.flip_index) != K):
-            try:  # the reference's own error (or result) for a flip it cannot carry out
-                self._kp_parts[-1] = _transform_keypoints(kp, op, plan.flip_index, H, W).astype(np.float32).ravel()
-            except (ValueError, IndexError) as e:
-                self.deferred[q] = e
-            return
-        perm = np.asarray(plan.flip_index, dtype=np.int64) if op.flip else np.arange(K)
-        self._kp_jobs.append((len(self._kp_parts) - 1, kp, op, perm, (W, H)))
+        self._kp_jobs.append((len(self._kp_parts) - 1, np.asarray(skp[op.instance]), op, order,
+                              (d.width, d.height)))
 
-    def _transform_jobs(self) -> None:
-        """Keypoints of every pasted instance, computed together (``transform_keypoints_batch``)."""
+    def map_keypoints(self) -> None:
+        """Keypoints of every pasted instance, mapped together (``map_paste_keypoints``, one call per K)."""
         by_k: dict[int, list] = {}
         for job in self._kp_jobs:
             by_k.setdefault(job[1].shape[0], []).append(job)
         for jobs in by_k.values():
-            out = transform_keypoints_batch(
+            out = map_paste_keypoints(
                 np.stack([j[1] for j in jobs]),
                 np.array([j[2].geometry.fwd for j in jobs], dtype=np.float64),
                 np.array([j[2].src_box[:2] for j in jobs], dtype=np.int64),
@@ -451,142 +567,210 @@ class _Batch:
                 self._kp_parts[part] = kp.reshape(-1)
 
     # ---- launches ----
-    def run(self) -> list[Sample]:
-        self.pack()
-        be, xp = self.be, self.be.xp
-        P, nslots, S = self.num_pastes, self.n_slots, self.num_samples
-        tot = self.totals
+    def allocate(self) -> None:
+        """The kernels' working buffers (``StageBuffers``) for the packed batch."""
+        xp, P, nslots, tot = self.be.xp, self.num_pastes, self.n_slots, self.totals
         box_init = lambda n: xp.asarray(np.tile(np.array([INT_BIG, INT_BIG, -1, -1], np.int32), max(n, 1)))  # noqa
-        jit_a = xp.empty(max(tot["jit"], 1), dtype=xp.uint8)
-        jit_b = xp.empty(max(tot["jit"], 1), dtype=xp.uint8)
-        luma_sum = xp.zeros(max(P, 1), dtype=xp.uint64)
-        win_mask = xp.empty(max(tot["win"], 1), dtype=xp.uint8)
-        win_pix = xp.empty(max(tot["win"] * 3, 1), dtype=xp.uint8)
-        hbuf = xp.empty(max(tot["win"] if self.any_blend else 1, 1), dtype=xp.int32)
-        alpha = xp.empty(max(tot["win"] if self.any_blend else 1, 1), dtype=xp.int32)
-        paste_box = box_init(P)
-        img_out = xp.empty(max(tot["img"], 1), dtype=xp.uint8)
-        cover = xp.empty(max(tot["cover"], 1), dtype=xp.uint32)
-        vis_area = xp.zeros(max(nslots, 1), dtype=xp.uint64)
-        am_area = xp.zeros(max(nslots, 1), dtype=xp.uint64)
-        vis_box, am_box = box_init(nslots), box_init(nslots)
-        touched = xp.zeros(max(nslots, 1), dtype=xp.uint32)
-        overlap = xp.zeros(max(tot["overlap"], 1), dtype=xp.uint8)
-        keep = xp.zeros(max(nslots, 1), dtype=xp.uint8)
-        flags = xp.zeros(max(nslots, 1), dtype=xp.uint8)
-        out_slot = xp.zeros(max(nslots, 1), dtype=xp.int64)
-        nP, nS, nK, W = _i64(P), _i64(S), _i64(nslots), _i64(self.words)
+        n_alpha = max(tot.win if self.any_blend else 1, 1)
+        self.buf = StageBuffers(
+            jit_a=xp.empty(max(tot.jit, 1), dtype=xp.uint8),
+            jit_b=xp.empty(max(tot.jit, 1), dtype=xp.uint8),
+            luma_sum=xp.zeros(max(P, 1), dtype=xp.uint64),
+            win_mask=xp.empty(max(tot.win, 1), dtype=xp.uint8),
+            win_pix=xp.empty(max(tot.win * 3, 1), dtype=xp.uint8),
+            hbuf=xp.empty(n_alpha, dtype=xp.int32),
+            alpha=xp.empty(n_alpha, dtype=xp.int32),
+            paste_box=box_init(P),
+            img_out=xp.empty(max(tot.img, 1), dtype=xp.uint8),
+            cover=xp.empty(max(tot.cover, 1), dtype=xp.uint32),
+            vis_area=xp.zeros(max(nslots, 1), dtype=xp.uint64),
+            am_area=xp.zeros(max(nslots, 1), dtype=xp.uint64),
+            vis_box=box_init(nslots),
+            am_box=box_init(nslots),
+            touched=xp.zeros(max(nslots, 1), dtype=xp.uint32),
+            overlap=xp.zeros(max(tot.overlap, 1), dtype=xp.uint8),
+            keep=xp.zeros(max(nslots, 1), dtype=xp.uint8),
+            flags=xp.zeros(max(nslots, 1), dtype=xp.uint8),
+            out_slot=xp.zeros(max(nslots, 1), dtype=xp.int64),
+        )
 
-        if self.any_jitter:
-            g = (_grid_x(self.max_crop), P)
-            self.launch("ocp_jitter_colour_brightness", g, self.pastes, nP, jit_a, luma_sum)
-            self.launch("ocp_jitter_contrast", g, self.pastes, nP, jit_a, luma_sum)
-            self.launch("ocp_jitter_sharpness", g, self.pastes, nP, jit_a, jit_b)
-        if self.max_win > 0:
-            self.launch("ocp_warp", (_grid_x(self.max_win), P), self.pastes, nP, jit_b, win_mask, win_pix, paste_box)
-            if self.any_blend:
-                g = (_grid_x(self.max_win), P)
-                self.launch("ocp_alpha_horizontal", g, self.pastes, nP, self.taps, win_mask, hbuf)
-                self.launch("ocp_alpha_vertical", g, self.pastes, nP, self.taps, win_mask, hbuf, alpha)
-        self.launch("ocp_composite", (_grid_x(self.max_hw), S), self.samples, nS, self.pastes, win_mask, win_pix,
-                    alpha, img_out, cover)
-        if nslots:
-            self.launch("ocp_occlusion_stats", (_grid_x(self.max_hw), nslots), self.samples, self.slots, nK, cover,
-                        self.allowed, W, vis_area, am_area, vis_box, am_box, touched)
-            self.launch("ocp_overlap", (self.max_slots, P), self.samples, self.pastes, nP, self.slots, cover, am_box,
-                        paste_box, overlap)
-            self.launch("ocp_keep", (_grid_x(nslots, 1), 1), self.samples, self.slots, nK, paste_box, self.before,
-                        vis_area, vis_box, am_box, touched, keep, flags)
-            pos = be.cumsum(keep[:nslots])
-            self.launch("ocp_compact", (_grid_x(nslots, 1), 1), keep, pos, nK, out_slot)
-        flags_h = np.asarray(self.host(flags))[:nslots]  # the one synchronisation: sizes of the outputs
+    def jitter(self) -> None:
+        """Stage "jitter" (launches 1-3): colour + brightness, contrast, sharpness of every jittered crop."""
+        if not self.any_jitter:
+            return
+        b, nP = self.buf, _i64(self.num_pastes)
+        g = (_grid_x(self.max_crop), self.num_pastes)
+        self.launch("ocp_jitter_colour_brightness", g, self.pastes, nP, b.jit_a, b.luma_sum)
+        self.launch("ocp_jitter_contrast", g, self.pastes, nP, b.jit_a, b.luma_sum)
+        self.launch("ocp_jitter_sharpness", g, self.pastes, nP, b.jit_a, b.jit_b)
 
-        # ---- output layout ----
+    def warp(self) -> None:
+        """Stage "warp" (launch 4): every paste's window mask and pixels, and the tight box of each mask."""
+        if self.max_win <= 0:
+            return
+        b = self.buf
+        self.launch("ocp_warp", (_grid_x(self.max_win), self.num_pastes), self.pastes, _i64(self.num_pastes),
+                    b.jit_b, b.win_mask, b.win_pix, b.paste_box)
+
+    def feather(self) -> None:
+        """Stage "feather" (launches 5-6): alpha of every window of a blending sample, two separable passes."""
+        if self.max_win <= 0 or not self.any_blend:
+            return
+        b, nP = self.buf, _i64(self.num_pastes)
+        g = (_grid_x(self.max_win), self.num_pastes)
+        self.launch("ocp_alpha_horizontal", g, self.pastes, nP, self.taps, b.win_mask, b.hbuf)
+        self.launch("ocp_alpha_vertical", g, self.pastes, nP, self.taps, b.win_mask, b.hbuf, b.alpha)
+
+    def composite(self) -> None:
+        """Stage "composite" (launch 7): output images in paste order, and the cover map."""
+        b = self.buf
+        self.launch("ocp_composite", (_grid_x(self.max_hw), self.num_samples), self.samples,
+                    _i64(self.num_samples), self.pastes, b.win_mask, b.win_pix, b.alpha, b.img_out, b.cover)
+
+    def occlusion_stats(self) -> None:
+        """Stage "occlusion stats" (launches 8-9): visible / amodal areas and boxes, touched flags of every slot;
+        amodal overlaps of each paste with every earlier instance."""
+        if not self.n_slots:
+            return
+        b, nK = self.buf, _i64(self.n_slots)
+        self.launch("ocp_occlusion_stats", (_grid_x(self.max_hw), self.n_slots), self.samples, self.slots, nK,
+                    b.cover, self.allowed, _i64(self.words), b.vis_area, b.am_area, b.vis_box, b.am_box, b.touched)
+        self.launch("ocp_overlap", (self.max_slots, self.num_pastes), self.samples, self.pastes,
+                    _i64(self.num_pastes), self.slots, b.cover, b.am_box, b.paste_box, b.overlap)
+
+    def keep(self) -> None:
+        """Stage "keep" (launches 10-12): the keep rule, then the output row of every kept slot."""
+        if not self.n_slots:
+            return
+        b, nK, g = self.buf, _i64(self.n_slots), (_grid_x(self.n_slots, 1), 1)
+        self.launch("ocp_keep", g, self.samples, self.slots, nK, b.paste_box, self.before, b.vis_area, b.vis_box,
+                    b.am_box, b.touched, b.keep, b.flags)
+        pos = self.be.cumsum(b.keep[:self.n_slots])
+        self.launch("ocp_compact", g, b.keep, pos, nK, b.out_slot)
+
+    def window(self, q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Host copies of paste ``q``'s window after "warp" / "feather": ``(mask (wh, ww) bool, pixels (wh, ww, 3)
+        uint8, alpha (wh, ww) int32 or None)`` (pixels only defined where the mask is set)."""
+        col = {f: i for i, f in enumerate(PASTE_FIELDS)}
+        off, ww, wh = (int(self.pastes_np[q, col[f]]) for f in ("win_off", "win_w", "win_h"))
+        n = ww * wh
+        b = self.buf
+        mask = np.asarray(self.be.to_host(b.win_mask))[off:off + n].reshape(wh, ww).astype(bool)
+        pix = np.asarray(self.be.to_host(b.win_pix))[off * 3:(off + n) * 3].reshape(wh, ww, 3)
+        blends = self.plans[int(self.pastes_np[q, col["sample"]])].blend_sigma > 0
+        alpha = np.asarray(self.be.to_host(b.alpha))[off:off + n].reshape(wh, ww) if blends else None
+        return mask, pix, alpha
+
+    # ---- outputs ----
+    def run(self) -> list[Sample]:
+        """Every stage in order: pack, the launches, layout of the outputs, emit, unpack into Samples."""
+        self.pack()
+        self.allocate()
+        self.jitter()
+        self.warp()
+        self.feather()
+        self.composite()
+        self.occlusion_stats()
+        self.keep()
+        flags = np.asarray(self.host(self.buf.flags))[:self.n_slots]  # the one synchronisation: output sizes
+        infos = self.layout_outputs(flags)
+        self.emit()
+        return self.unpack(infos)
+
+    def layout_outputs(self, flags: np.ndarray) -> list[dict[str, int]]:
+        """Stage "layout of outputs": from the keep / valid flags (S,) uint8 (bit 0 kept, bit 1 placed), where
+        each sample's rows, planes, order matrix and keypoints go (``samples_out``, ``meta``); raises the error a
+        placed paste deferred. Returns each sample's ``info`` counts."""
         layout = self.samples_np.copy()
         col = {f: i for i, f in enumerate(SAMPLE_FIELDS)}
-        infos, rows, crowd_rows = [], 0, 0
-        plane_total = crowd_plane_total = order_total = kp_total = 0
+        infos = []
+        out = dict(rows=0, crowd_rows=0, plane=0, crowd_plane=0, order=0, kp=0)
         for si, m in enumerate(self.meta):
-            s0 = int(layout[si, col["slot_begin"]])
-            f_ex = flags_h[s0:s0 + m["n0"]]
-            f_pa = flags_h[s0 + m["n0"]:s0 + m["n0"] + m["k"]]
-            c0 = int(layout[si, col["crowd_begin"]])
-            f_cr = flags_h[c0:c0 + m["n_crowd"]]
+            s0, c0, p0 = (int(layout[si, col[f]]) for f in ("slot_begin", "crowd_begin", "paste_begin"))
+            f_ex = flags[s0:s0 + m["n0"]]
+            f_pa = flags[s0 + m["n0"]:s0 + m["n0"] + m["k"]]
+            f_cr = flags[c0:c0 + m["n_crowd"]]
             valid = (f_pa & 2) != 0
-            p0 = int(layout[si, col["paste_begin"]])
             for t in np.flatnonzero(valid):
                 if p0 + int(t) in self.deferred:
                     raise self.deferred[p0 + int(t)]
             kept_ex, kept_pa, kept_cr = int((f_ex & 1).sum()), int((f_pa & 1).sum()), int((f_cr & 1).sum())
             n_out = kept_ex + kept_pa
-            hw = m["H"] * m["W"]
+            for f, key in (("row_base", "rows"), ("plane_base", "plane"), ("crowd_row_base", "crowd_rows"),
+                           ("crowd_plane_base", "crowd_plane"), ("order_out_off", "order"), ("kp_out_off", "kp")):
+                layout[si, col[f]] = out[key]
             layout[si, col["num_out"]] = n_out
-            layout[si, col["row_base"]] = rows
-            layout[si, col["plane_base"]] = plane_total
-            layout[si, col["crowd_row_base"]] = crowd_rows
-            layout[si, col["crowd_plane_base"]] = crowd_plane_total
-            layout[si, col["order_out_off"]] = order_total
-            layout[si, col["kp_out_off"]] = kp_total
-            m.update(n_out=n_out, kept_cr=kept_cr, rows=rows, plane=plane_total, crowd_rows=crowd_rows,
-                     crowd_plane=crowd_plane_total, order=order_total, kp=kp_total)
+            m.update(n_out=n_out, kept_cr=kept_cr, rows=out["rows"], plane=out["plane"],
+                     crowd_rows=out["crowd_rows"], crowd_plane=out["crowd_plane"], order=out["order"], kp=out["kp"])
             infos.append(dict(pasted=int(valid.sum()), skipped=int(m["k"] - valid.sum()),
                               dropped_existing=m["n0"] - kept_ex, dropped_pasted=int(valid.sum()) - kept_pa,
                               dropped_crowd=m["n_crowd"] - kept_cr))
-            rows += n_out
-            crowd_rows += kept_cr
-            plane_total += n_out * hw
-            crowd_plane_total += kept_cr * hw
-            order_total += n_out * n_out
-            kp_total += n_out * m["K"] * 3
-        samples_out = be.asarray(layout)
+            hw = m["H"] * m["W"]
+            out["rows"] += n_out
+            out["crowd_rows"] += kept_cr
+            out["plane"] += n_out * hw
+            out["crowd_plane"] += kept_cr * hw
+            out["order"] += n_out * n_out
+            out["kp"] += n_out * m["K"] * 3
+        self.samples_out = self.be.asarray(layout)
+        self.out_totals = out
+        return infos
 
-        vis_out = xp.empty(max(plane_total, 1), dtype=xp.bool_)
-        am_out = xp.empty(max(plane_total, 1), dtype=xp.bool_)
-        occ_out = xp.empty(max(plane_total, 1), dtype=xp.bool_)
-        crowd_out = xp.empty(max(crowd_plane_total, 1), dtype=xp.bool_)
-        boxes_out = xp.empty((max(rows, 1), 4), dtype=xp.float32)
-        labels_out = xp.empty(max(rows, 1), dtype=xp.int64)
-        ann_out = xp.empty(max(rows, 1), dtype=xp.int64)
-        pasted_out = xp.empty(max(rows, 1), dtype=xp.bool_)
-        rate_out = xp.empty(max(rows, 1), dtype=xp.float32)
-        kp_out = xp.empty(max(kp_total, 1), dtype=xp.float32)
-        order_out = xp.empty(max(order_total, 1), dtype=xp.bool_)
-        n_rows = rows + crowd_rows
+    def emit(self) -> None:
+        """Stage "emit" (launches 13-15): the output buffers (``OutputBuffers``) filled: planes, per-row fields,
+        order matrices."""
+        xp, b, tot = self.be.xp, self.buf, self.out_totals
+        rows, n_rows, W = tot["rows"], tot["rows"] + tot["crowd_rows"], _i64(self.words)
+        planes = lambda n: xp.empty(max(n, 1), dtype=xp.bool_)  # noqa: E731
+        o = self.outputs = OutputBuffers(
+            vis=planes(tot["plane"]), amodal=planes(tot["plane"]), occluders=planes(tot["plane"]),
+            crowd=planes(tot["crowd_plane"]),
+            boxes=xp.empty((max(rows, 1), 4), dtype=xp.float32),
+            labels=xp.empty(max(rows, 1), dtype=xp.int64),
+            ann_ids=xp.empty(max(rows, 1), dtype=xp.int64),
+            pasted=xp.empty(max(rows, 1), dtype=xp.bool_),
+            rate=xp.empty(max(rows, 1), dtype=xp.float32),
+            keypoints=xp.empty(max(tot["kp"], 1), dtype=xp.float32),
+            order=xp.empty(max(tot["order"], 1), dtype=xp.bool_),
+        )
         if n_rows:
-            self.launch("ocp_emit_planes", (_grid_x(self.max_hw), n_rows), samples_out, self.slots, out_slot,
-                        _i64(rows), _i64(n_rows), cover, self.allowed, self.later, W, am_box, vis_out, am_out,
-                        occ_out, crowd_out)
+            self.launch("ocp_emit_planes", (_grid_x(self.max_hw), n_rows), self.samples_out, self.slots,
+                        b.out_slot, _i64(rows), _i64(n_rows), b.cover, self.allowed, self.later, W, b.am_box, o.vis,
+                        o.amodal, o.occluders, o.crowd)
         if rows:
-            self.launch("ocp_emit_rows", (_grid_x(rows, 1), 1), samples_out, self.slots, out_slot, _i64(rows), cover,
-                        self.later, W, vis_area, am_area, vis_box, self.kp_in, boxes_out, labels_out, ann_out,
-                        pasted_out, rate_out, kp_out)
-        if order_total:
+            self.launch("ocp_emit_rows", (_grid_x(rows, 1), 1), self.samples_out, self.slots, b.out_slot, _i64(rows),
+                        b.cover, self.later, W, b.vis_area, b.am_area, b.vis_box, self.kp_in, o.boxes, o.labels,
+                        o.ann_ids, o.pasted, o.rate, o.keypoints)
+        if tot["order"]:
             max_n2 = max(m["n_out"] ** 2 for m in self.meta)
-            self.launch("ocp_emit_order", (_grid_x(max_n2, 1), S), samples_out, nS, self.slots, out_slot, overlap,
-                        order_out)
+            self.launch("ocp_emit_order", (_grid_x(max_n2, 1), self.num_samples), self.samples_out,
+                        _i64(self.num_samples), self.slots, b.out_slot, b.overlap, o.order)
 
+    def unpack(self, infos: list[dict[str, int]]) -> list[Sample]:
+        """Stage "unpack into Samples": one ``Sample`` per destination, views into the output buffers."""
+        o, img_col = self.outputs, SAMPLE_FIELDS.index("img_out_off")
         out = []
         for si, (m, dst, info) in enumerate(zip(self.meta, self.dsts, infos)):
-            H, W_, n, c = m["H"], m["W"], m["n_out"], m["kept_cr"]
-            hw, r0 = H * W_, m["rows"]
-            planes = lambda buf, base, cnt: buf[base:base + cnt * hw].reshape(cnt, H, W_)  # noqa: E731
-            img_off = int(self.samples_np[si, col["img_out_off"]])
+            H, W, n, c = m["H"], m["W"], m["n_out"], m["kept_cr"]
+            hw, r0 = H * W, m["rows"]
+            planes = lambda buf, base, cnt: buf[base:base + cnt * hw].reshape(cnt, H, W)  # noqa: E731
+            img_off = int(self.samples_np[si, img_col])
             kps = None
             if m["has_kp"]:
-                kps = kp_out[m["kp"]:m["kp"] + n * m["K"] * 3].reshape(n, m["K"], 3)
+                kps = o.keypoints[m["kp"]:m["kp"] + n * m["K"] * 3].reshape(n, m["K"], 3)
             out.append(Sample(
-                image=img_out[img_off:img_off + hw * 3].reshape(H, W_, 3),
-                masks=planes(vis_out, m["plane"], n),
-                amodal_masks=planes(am_out, m["plane"], n),
-                boxes=boxes_out[r0:r0 + n],
-                labels=labels_out[r0:r0 + n],
-                occlusion_rate=rate_out[r0:r0 + n],
-                occluder_masks=planes(occ_out, m["plane"], n),
-                order=order_out[m["order"]:m["order"] + n * n].reshape(n, n),
+                image=self.buf.img_out[img_off:img_off + hw * 3].reshape(H, W, 3),
+                masks=planes(o.vis, m["plane"], n),
+                amodal_masks=planes(o.amodal, m["plane"], n),
+                boxes=o.boxes[r0:r0 + n],
+                labels=o.labels[r0:r0 + n],
+                occlusion_rate=o.rate[r0:r0 + n],
+                occluder_masks=planes(o.occluders, m["plane"], n),
+                order=o.order[m["order"]:m["order"] + n * n].reshape(n, n),
                 keypoints=kps,
-                pasted=pasted_out[r0:r0 + n],
-                ann_ids=ann_out[r0:r0 + n],
-                crowd_masks=planes(crowd_out, m["crowd_plane"], c),
+                pasted=o.pasted[r0:r0 + n],
+                ann_ids=o.ann_ids[r0:r0 + n],
+                crowd_masks=planes(o.crowd, m["crowd_plane"], c),
                 image_id=dst.image_id,
                 file_name=dst.file_name,
                 info=info,

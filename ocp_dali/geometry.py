@@ -67,9 +67,3 @@ def paste_geometry(w: int, h: int, flip: bool = False, scale: float = 1.0, angle
     fwd_t = tuple(float(v) for v in (*fwd[0], *fwd[1]))
     return PasteGeometry(out_w, out_h, inv_q, fwd_t, False)  # type: ignore[arg-type]
 
-
-def transform_points(fwd: tuple[float, ...], xy: np.ndarray) -> np.ndarray:
-    """Apply a forward affine ``fwd`` (6 floats) to (..., 2) float64 points."""
-    a, b, c, d, e, f = fwd
-    x, y = xy[..., 0], xy[..., 1]
-    return np.stack([a * x + b * y + c, d * x + e * y + f], axis=-1)

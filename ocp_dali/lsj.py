@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ocp_dali.geometry import Q_ONE
+from ocp_dali.keypoints import keep_on_canvas
 from ocp_dali.masks import tight_boxes
 from ocp_dali.sample import Sample
 from ocp_dali.xp import array_module, to_numpy
@@ -104,13 +105,12 @@ def sample_affine(image, masks: list, inv_q16: tuple[int, ...], out_h: int, out_
 
 
 def _keypoints(kps: np.ndarray, p: LSJParams, flip_index, file_name: str) -> np.ndarray:
-    """Keypoints (N, K, 3) through the LSJ map (on the host: they are tiny); points leaving the canvas -> 0."""
-    out = np.zeros_like(kps)
-    lab = kps[..., 2] > 0
+    """Keypoints (N, K, 3) through the LSJ map (on the host: they are tiny); points leaving the canvas -> 0.
+
+    Map, drop, then permute on a flip (a paste permutes first: ``ocp_dali.keypoints``); the map is ``forward``'s
+    own arithmetic, not the 6-coefficient affine of a paste, whose rounding differs."""
     xy = p.forward(kps[..., :2].astype(np.float64))
-    inside = lab & (xy[..., 0] >= 0) & (xy[..., 0] <= p.valid_w) & (xy[..., 1] >= 0) & (xy[..., 1] <= p.valid_h)
-    out[inside, :2] = xy[inside]
-    out[inside, 2] = kps[inside, 2]
+    out = keep_on_canvas(xy[..., 0], xy[..., 1], kps[..., 2], p.valid_w, p.valid_h, dtype=kps.dtype)
     if p.flip and out.shape[1]:
         if flip_index is None:
             raise ValueError(f"{file_name}: a flipped sample has keypoints but no keypoint flip_index")

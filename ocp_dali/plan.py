@@ -7,12 +7,14 @@ placement uses the amodal boxes of the plan's own earlier pastes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.geometry import PasteGeometry, paste_geometry
+from ocp_dali.sample import Sample
 
 # Seed ranges of the image jitter, in tenths, hi exclusive (colour, brightness, contrast, sharpness).
 JITTER_RANGES: tuple[tuple[int, int], ...] = ((8, 12), (5, 20), (5, 20), (0, 15))
@@ -117,6 +119,29 @@ class PastePlan:
     def used_sources(self) -> list[int]:
         """Basket positions whose images the pastes read (the only sources that need loading)."""
         return sorted({op.source for op in self.pastes})
+
+    def check(self, destination: Sample, sources: Sequence[Sample | None]) -> None:
+        """Raise ``ValueError`` unless this plan can be applied to ``destination`` with ``sources`` (one per
+        basket position): the plan's size is the destination's, and every paste reads a given source, one of its
+        instances, and a crop inside its image. Every backend calls it before pasting, so all raise alike.
+
+        Plans crop tight mask boxes, so the crop test only fails for a source that is not the one planned for.
+        """
+        H, W = destination.height, destination.width
+        if (self.height, self.width) != (H, W):
+            raise ValueError(
+                f"{destination.file_name or 'destination'}: plan made for {self.width}x{self.height}, image is {W}x{H}"
+            )
+        for t, op in enumerate(self.pastes):
+            src = sources[op.source] if op.source < len(sources) else None
+            if src is None:
+                raise ValueError(f"plan paste {t} reads basket position {op.source}, but no source sample was given")
+            if not 0 <= op.instance < len(src):
+                raise ValueError(f"{src.file_name or 'source'}: plan names instance {op.instance}, it has {len(src)}")
+            x0, y0, x1, y1 = op.src_box
+            if not (0 <= x0 < x1 <= src.width and 0 <= y0 < y1 <= src.height):
+                raise ValueError(f"{src.file_name or 'source'}: paste {t} crops {op.src_box}, outside the "
+                                 f"{src.width}x{src.height} image")
 
     def without_sources(self, positions: set[int]) -> "PastePlan":
         """This plan less the pastes from basket ``positions`` (sources whose image cannot be read)."""

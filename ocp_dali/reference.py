@@ -4,18 +4,28 @@ Pure and deterministic: ``apply_numpy(plan, destination, sources)`` reads its in
 on crops and paste windows, never on full-size copies of the sources. Integer arithmetic throughout the pixel path
 (fixed-point sampling, integer bilinear weights, integer Gaussian alpha) so that the CUDA kernels can match it
 exactly.
+
+Stages, named as the kernels' (``kernels/apply.py``), so parity can be checked one stage at a time:
+    per paste, in paste order: ``paste_window`` (where it lands), ``jitter_crop`` (image jitter of the crop),
+    ``warp_crop`` (mask and pixels of the window; ``warp_paste`` does both), ``paste_alpha`` (feathered alpha),
+    ``composite`` (pixels), ``occlude`` (earlier instances, crowd regions and keypoints lose what the paste
+    covers), ``place`` (its row);
+    then ``keep_rule``, and the outputs: ``occlusion_stats`` (boxes, occlusion rates), ``occluder_masks``,
+    ``order_matrix``, gathered by ``emit``.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ocp_dali.geometry import Q_BITS, Q_HALF, PasteGeometry, transform_points
+from ocp_dali.geometry import Q_BITS, Q_HALF, PasteGeometry
+from ocp_dali.keypoints import check_keypoint_shape, map_paste_keypoints, paste_order
 from ocp_dali.masks import tight_box, tight_boxes
 from ocp_dali.photometric import jitter_image
-from ocp_dali.plan import PastePlan
+from ocp_dali.plan import PasteOp, PastePlan
 from ocp_dali.sample import Sample
 from ocp_dali.xp import array_module
 
@@ -116,38 +126,192 @@ def warp_crop(
     return mask, pix
 
 
-def _transform_keypoints(kp: np.ndarray, op, flip_index, h: int, w: int) -> np.ndarray:
-    """Keypoints (K, 3) of a source instance carried through crop, flip (with left/right swap), affine and
-    placement. Labelled points that leave the canvas become ``(0, 0, 0)`` (COCO: not labelled)."""
-    out = np.zeros_like(kp, dtype=np.float32)
-    pts = kp.astype(np.float64)
-    if op.flip:
-        if flip_index is None:
-            raise ValueError("a flipped paste carries keypoints but the plan has no keypoint flip_index")
-        pts = pts[list(flip_index)]
-    x0, y0 = op.src_box[:2]
-    xy = transform_points(op.geometry.fwd, pts[:, :2] - (x0, y0)) + op.offset
-    labelled = pts[:, 2] > 0
-    inside = (xy[:, 0] >= 0) & (xy[:, 0] <= w) & (xy[:, 1] >= 0) & (xy[:, 1] <= h)
-    keep = labelled & inside
-    out[keep, :2] = xy[keep]
-    out[keep, 2] = pts[keep, 2]
-    return out
+@dataclass
+class PasteLayers:
+    """What the pastes change, as they are applied in paste order: the image and one row per instance.
+
+    Rows ``[0, n0)`` are the destination's instances, then one row per *placed* paste (``row`` rows in use); the
+    arrays are sized for every paste of the plan, ``T = n0 + len(plan.pastes)`` rows (H x W: the destination's
+    size, K keypoints, C crowd regions).
+
+    Attributes:
+        image: (H, W, 3) uint8, a copy of the destination's pixels, the pastes composited so far.
+        vis: (T, H, W) bool visible masks; amodal: (T, H, W) bool whole masks.
+        boxes: (T, 4) int64 xyxy boxes: the destination's, then each paste's window-clipped box when placed. They
+            are never updated: a mask only loses pixels, so a stale box is a safe superset for "does the paste touch
+            it" and bounds where the final tight box can be.
+        labels, ann_ids: (T,) int64; time: (T,) int64 paste index of a row, -1 for the destination's.
+        touched: (T,) bool: a later paste cleared some of the row's visible pixels.
+        crowd: (C, H, W) bool crowd regions (a copy: pastes cover them).
+        keypoints: (T, K, 3) float32, or None when the destination has none.
+        placed: ``(row, window, mask)`` of every placed paste, window ``(wx0, wy0, wx1, wy1)``, mask (wh, ww) bool.
+        n0: the destination's instances; row: rows in use; skipped: pastes that left nothing on the image.
+    """
+
+    image: np.ndarray
+    vis: np.ndarray
+    amodal: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    ann_ids: np.ndarray
+    time: np.ndarray
+    touched: np.ndarray
+    crowd: np.ndarray
+    keypoints: np.ndarray | None
+    n0: int
+    row: int
+    skipped: int = 0
+    placed: list[tuple[int, tuple[int, int, int, int], np.ndarray]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, destination: Sample, num_pastes: int) -> "PasteLayers":
+        """The destination's instances in rows ``[0, n0)``, room for ``num_pastes`` more (the inputs are copied)."""
+        H, W = destination.height, destination.width
+        n0 = len(destination)
+        total = n0 + num_pastes
+        vis = np.zeros((total, H, W), dtype=bool)
+        vis[:n0] = destination.masks
+        amodal = np.zeros((total, H, W), dtype=bool)
+        amodal[:n0] = destination.amodal_masks
+        boxes = np.zeros((total, 4), dtype=np.int64)
+        boxes[:n0] = np.asarray(destination.boxes, dtype=np.int64)
+        labels = np.zeros(total, dtype=np.int64)
+        labels[:n0] = destination.labels
+        ann_ids = np.full(total, -1, dtype=np.int64)
+        ann_ids[:n0] = destination.ann_ids
+        kps = None
+        if destination.keypoints is not None:
+            kps = np.zeros((total,) + destination.keypoints.shape[1:], dtype=np.float32)
+            kps[:n0] = destination.keypoints
+        return cls(image=destination.image.copy(), vis=vis, amodal=amodal, boxes=boxes, labels=labels,
+                   ann_ids=ann_ids, time=np.full(total, -1, dtype=np.int64), touched=np.zeros(total, dtype=bool),
+                   crowd=destination.crowd_masks.copy(), keypoints=kps, n0=n0, row=n0)
 
 
-def _occlude_keypoints(kp: np.ndarray, window: tuple[int, int, int, int], mask: np.ndarray, h: int, w: int) -> None:
-    """Visible points (v=2) of one instance under a paste's window mask become v=1 (in place on ``kp`` (K, 3))."""
+def paste_window(op: PasteOp, height: int, width: int) -> tuple[int, int, int, int]:
+    """Where a paste lands: its canvas ``offset + [0, out_w) x [0, out_h)`` clipped to the ``width x height``
+    image, as ``(wx0, wy0, wx1, wy1)`` (exclusive end). Empty (``wx1 <= wx0 or wy1 <= wy0``) when the canvas lies
+    outside the image: the paste is skipped."""
+    g = op.geometry
+    ox, oy = op.offset
+    return max(ox, 0), max(oy, 0), min(ox + g.out_w, width), min(oy + g.out_h, height)
+
+
+def jitter_crop(src: Sample, op: PasteOp) -> tuple[np.ndarray, np.ndarray]:
+    """Stage "jitter": the paste's crop ``src_box`` of the source, image jitter applied (views when there is none).
+
+    Returns ``(pixels (h, w, 3) uint8, mask (h, w) bool)`` of the source instance ``op.instance``.
+    """
+    x0, y0, x1, y1 = op.src_box
+    crop_img = src.image[y0:y1, x0:x1]
+    crop_mask = src.masks[op.instance, y0:y1, x0:x1]
+    if op.jitter is not None:
+        crop_img = jitter_image(crop_img, op.jitter)
+    return crop_img, crop_mask
+
+
+def warp_paste(src: Sample, op: PasteOp, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Stages "jitter" then "warp" of one paste: its (wh, ww) bool mask and (wh, ww, 3) uint8 pixels on the
+    non-empty destination ``window`` (pixels only defined where the mask is set)."""
+    crop_img, crop_mask = jitter_crop(src, op)
+    wx0, wy0, wx1, wy1 = window
+    ox, oy = op.offset
+    return warp_crop(crop_img, crop_mask, op.geometry, wx0 - ox, wy0 - oy, wx1 - wx0, wy1 - wy0)
+
+
+def paste_alpha(mask: np.ndarray, sigma: float, window: tuple[int, int, int, int], height: int,
+                width: int) -> np.ndarray:
+    """Stage "feather": (wh, ww) int32 alpha in [0, 4096] of a paste's window mask, replicated (not feathered) on
+    the sides where the window meets the ``width x height`` image's border (``feather_alpha``)."""
+    wx0, wy0, wx1, wy1 = window
+    return feather_alpha(mask, sigma, (wy0 == 0, wy1 == height, wx0 == 0, wx1 == width))
+
+
+def composite(image: np.ndarray, window: tuple[int, int, int, int], mask: np.ndarray, pix: np.ndarray,
+              alpha: np.ndarray | None) -> None:
+    """Stage "composite", in place on the (H, W, 3) uint8 ``image``: inside ``window``, where ``mask`` (wh, ww)
+    bool is set, ``pix`` (wh, ww, 3) uint8 replaces the image (``alpha`` None) or is mixed with it by ``alpha``
+    (wh, ww) int32 in Q12, rounded half up."""
+    wx0, wy0, wx1, wy1 = window
+    region = image[wy0:wy1, wx0:wx1]
+    if alpha is None:
+        np.copyto(region, pix, where=mask[..., None])
+        return
+    a = alpha[..., None]
+    mixed = pix.astype(np.int32) * a + region.astype(np.int32) * (ALPHA_ONE - a) + ALPHA_ONE // 2
+    region[mask] = (mixed >> ALPHA_BITS).astype(np.uint8)[mask]
+
+
+def occlude_keypoints(kp: np.ndarray, window: tuple[int, int, int, int], mask: np.ndarray, height: int,
+                      width: int) -> None:
+    """Visible points (v=2) of one instance's (K, 3) float32 keypoints under a paste's window ``mask`` become
+    v=1 (hidden but labelled), in place."""
     vis = kp[:, 2] == 2
     if not vis.any():
         return
-    wy0, wy1, wx0, wx1 = window
+    wx0, wy0, wx1, wy1 = window
     # A point exactly on the right or bottom edge (x == W) lies on the last pixel: clamp, never IndexError.
-    px = np.clip(np.floor(kp[:, 0]).astype(np.int64), 0, w - 1)
-    py = np.clip(np.floor(kp[:, 1]).astype(np.int64), 0, h - 1)
+    px = np.clip(np.floor(kp[:, 0]).astype(np.int64), 0, width - 1)
+    py = np.clip(np.floor(kp[:, 1]).astype(np.int64), 0, height - 1)
     idx = np.flatnonzero(vis & (px >= wx0) & (px < wx1) & (py >= wy0) & (py < wy1))
     if idx.size:
         under = mask[py[idx] - wy0, px[idx] - wx0]
         kp[idx[under], 2] = 1
+
+
+def occlude(layers: PasteLayers, window: tuple[int, int, int, int], mask: np.ndarray) -> None:
+    """Stage "occlusion", in place: every row so far and every crowd region loses the pixels a paste's (wh, ww)
+    bool ``mask`` covers in ``window``; rows that lose some are ``touched``; visible keypoints under it are hidden.
+    """
+    H, W = layers.image.shape[:2]
+    wx0, wy0, wx1, wy1 = window
+    not_m = ~mask
+    for j in range(layers.row):
+        if layers.keypoints is not None:  # keypoints may lie outside their instance's box: test them all
+            occlude_keypoints(layers.keypoints[j], window, mask, H, W)
+        bx0, by0, bx1, by1 = layers.boxes[j]
+        if bx1 <= wx0 or bx0 >= wx1 or by1 <= wy0 or by0 >= wy1:
+            continue
+        vj = layers.vis[j, wy0:wy1, wx0:wx1]
+        before = np.count_nonzero(vj)
+        vj &= not_m
+        if np.count_nonzero(vj) != before:
+            layers.touched[j] = True
+    if len(layers.crowd):
+        layers.crowd[:, wy0:wy1, wx0:wx1] &= not_m
+
+
+def paste_keypoints(kp: np.ndarray, op: PasteOp, flip_index: tuple[int, ...] | None, height: int,
+                    width: int) -> np.ndarray:
+    """Keypoints (K, 3) float32 of the instance ``op`` pastes, from its source keypoints ``kp`` (K, 3): through
+    crop, flip (left/right swap by ``flip_index``), affine and placement; labelled points that leave the
+    ``width x height`` destination become ``(0, 0, 0)`` (``keypoints.map_paste_keypoints`` with one paste)."""
+    order = paste_order(op.flip, flip_index, kp.shape[0])
+    return map_paste_keypoints(kp[None], np.array([op.geometry.fwd], dtype=np.float64),
+                               np.array([op.src_box[:2]], dtype=np.int64), np.array([op.offset], dtype=np.int64),
+                               order[None], np.array([[width, height]], dtype=np.int64))[0]
+
+
+def place(layers: PasteLayers, plan: PastePlan, t: int, src: Sample, window: tuple[int, int, int, int],
+          mask: np.ndarray) -> None:
+    """The next row of ``layers`` becomes the instance paste ``t`` placed in ``window`` with (wh, ww) bool
+    ``mask``: its masks, box, label, ann_id, paste time and keypoints."""
+    op = plan.pastes[t]
+    wx0, wy0, wx1, wy1 = window
+    r = layers.row
+    layers.vis[r, wy0:wy1, wx0:wx1] = mask
+    layers.amodal[r, wy0:wy1, wx0:wx1] = mask
+    layers.boxes[r] = tight_box(mask) + (wx0, wy0, wx0, wy0)
+    layers.labels[r] = op.label
+    layers.ann_ids[r] = src.ann_ids[op.instance]
+    layers.time[r] = t
+    kps = layers.keypoints
+    if kps is not None and src.keypoints is not None:
+        check_keypoint_shape(src.file_name, src.keypoints.shape[1:], kps.shape[1:])
+        H, W = layers.image.shape[:2]
+        kps[r] = paste_keypoints(src.keypoints[op.instance], op, plan.flip_index, H, W)
+    layers.placed.append((r, window, mask))
+    layers.row += 1
 
 
 def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None]) -> Sample:
@@ -165,180 +329,25 @@ def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample |
     """
     if not plan.pastes:
         return destination
+    plan.check(destination, sources)
     H, W = destination.height, destination.width
-    if (plan.height, plan.width) != (H, W):
-        raise ValueError(
-            f"{destination.file_name or 'destination'}: plan made for {plan.width}x{plan.height}, image is {W}x{H}"
-        )
-    n0, k = len(destination), len(plan.pastes)
-    total = n0 + k
-    img = destination.image.copy()
-    vis = np.zeros((total, H, W), dtype=bool)
-    vis[:n0] = destination.masks
-    amodal = np.zeros((total, H, W), dtype=bool)
-    amodal[:n0] = destination.amodal_masks
-    # current boxes only ever shrink; a stale box is a safe superset for the "does the paste touch it" test
-    boxes_cur = np.zeros((total, 4), dtype=np.int64)
-    boxes_cur[:n0] = np.asarray(destination.boxes, dtype=np.int64)
-    labels = np.zeros(total, dtype=np.int64)
-    labels[:n0] = destination.labels
-    ann_ids = np.full(total, -1, dtype=np.int64)
-    ann_ids[:n0] = destination.ann_ids
-    time = np.full(total, -1, dtype=np.int64)
-    touched = np.zeros(total, dtype=bool)
-    crowd = destination.crowd_masks.copy()
-    kps = None
-    if destination.keypoints is not None:
-        kps = np.zeros((total,) + destination.keypoints.shape[1:], dtype=np.float32)
-        kps[:n0] = destination.keypoints
-    placed: list[tuple[int, tuple[int, int, int, int], np.ndarray]] = []
-    skipped = 0
-    row = n0
+    layers = PasteLayers.start(destination, len(plan.pastes))
     for t, op in enumerate(plan.pastes):
-        src = sources[op.source] if op.source < len(sources) else None
-        if src is None:
-            raise ValueError(f"plan paste {t} reads basket position {op.source}, but no source sample was given")
-        if not 0 <= op.instance < len(src):
-            raise ValueError(f"{src.file_name or 'source'}: plan names instance {op.instance}, it has {len(src)}")
-        x0, y0, x1, y1 = op.src_box
-        crop_img = src.image[y0:y1, x0:x1]
-        crop_mask = src.masks[op.instance, y0:y1, x0:x1]
-        if op.jitter is not None:
-            crop_img = jitter_image(crop_img, op.jitter)
-        g = op.geometry
-        ox, oy = op.offset
-        wx0, wy0 = max(ox, 0), max(oy, 0)
-        wx1, wy1 = min(ox + g.out_w, W), min(oy + g.out_h, H)
+        src = sources[op.source]
+        window = paste_window(op, H, W)
+        wx0, wy0, wx1, wy1 = window
         if wx1 <= wx0 or wy1 <= wy0:
-            skipped += 1
+            layers.skipped += 1
             continue
-        m, pix = warp_crop(crop_img, crop_mask, g, wx0 - ox, wy0 - oy, wx1 - wx0, wy1 - wy0)
-        if not m.any():
-            skipped += 1
+        mask, pix = warp_paste(src, op, window)
+        if not mask.any():
+            layers.skipped += 1
             continue
-        win = (slice(wy0, wy1), slice(wx0, wx1))
-        region = img[win]
-        if plan.blend_sigma > 0:
-            alpha = feather_alpha(m, plan.blend_sigma, (wy0 == 0, wy1 == H, wx0 == 0, wx1 == W))[..., None]
-            mixed = (pix.astype(np.int32) * alpha + region.astype(np.int32) * (ALPHA_ONE - alpha) + ALPHA_ONE // 2)
-            region[m] = (mixed >> ALPHA_BITS).astype(np.uint8)[m]
-        else:
-            np.copyto(region, pix, where=m[..., None])
-        window = (wy0, wy1, wx0, wx1)
-        not_m = ~m
-        for j in range(row):
-            if kps is not None:  # keypoints may lie outside their instance's box: test them all
-                _occlude_keypoints(kps[j], window, m, H, W)
-            bx0, by0, bx1, by1 = boxes_cur[j]
-            if bx1 <= wx0 or bx0 >= wx1 or by1 <= wy0 or by0 >= wy1:
-                continue
-            vj = vis[j, wy0:wy1, wx0:wx1]
-            before = np.count_nonzero(vj)
-            vj &= not_m
-            if np.count_nonzero(vj) != before:
-                touched[j] = True
-        if len(crowd):
-            crowd[:, wy0:wy1, wx0:wx1] &= ~m
-        vis[row, wy0:wy1, wx0:wx1] = m
-        amodal[row, wy0:wy1, wx0:wx1] = m
-        boxes_cur[row] = tight_box(m) + (wx0, wy0, wx0, wy0)
-        labels[row] = op.label
-        ann_ids[row] = src.ann_ids[op.instance]
-        time[row] = t
-        if kps is not None:
-            if src.keypoints is not None:
-                if src.keypoints.shape[1:] != kps.shape[1:]:
-                    raise ValueError(
-                        f"{src.file_name}: source keypoints {src.keypoints.shape[1:]} do not match the "
-                        f"destination's {kps.shape[1:]}"
-                    )
-                kps[row] = _transform_keypoints(src.keypoints[op.instance], op, plan.flip_index, H, W)
-        placed.append((row, window, m))
-        row += 1
-
-    keep = _keep_rule(plan, destination, vis[:row], amodal[:row], touched[:row], H, W)
-    rows = np.flatnonzero(keep)
-    n_pasted_rows = row - n0
-    dropped_existing = int(n0 - keep[:n0].sum())
-    dropped_pasted = int(n_pasted_rows - keep[n0:row].sum())
-
-    # Everything below is confined to boxes and paste windows: full-image passes over N masks dominate the cost
-    # at 1024^2 otherwise. A mask only loses pixels, so its previous box bounds where its new box can be.
-    all_kept = len(rows) == row
-    vis_o = vis[:row] if all_kept else vis[rows]
-    amodal_o = amodal[:row] if all_kept else amodal[rows]
-    time_o = time[rows]
-    n = len(rows)
-    if destination.amodal_masks is destination.masks:
-        amodal_boxes_in = np.asarray(destination.boxes, dtype=np.int64)
-    else:
-        amodal_boxes_in = tight_boxes(destination.amodal_masks)
-    amodal_boxes_all = np.concatenate([amodal_boxes_in, boxes_cur[n0:row]]) if row > n0 else amodal_boxes_in
-    amodal_boxes = amodal_boxes_all[rows]
-    boxes = np.zeros((n, 4), dtype=np.int64)
-    vis_area = np.zeros(n, dtype=np.int64)
-    amodal_area = np.zeros(n, dtype=np.int64)
-    for i, r in enumerate(rows):
-        boxes[i] = _tight_box_in(vis_o[i], boxes_cur[r]) if touched[r] else boxes_cur[r]
-        bx0, by0, bx1, by1 = boxes[i]
-        vis_area[i] = np.count_nonzero(vis_o[i, by0:by1, bx0:bx1])
-        ax0, ay0, ax1, ay1 = amodal_boxes[i]
-        amodal_area[i] = np.count_nonzero(amodal_o[i, ay0:ay1, ax0:ax1])
-    occlusion_rate = (1.0 - vis_area / np.maximum(amodal_area, 1)).astype(np.float32)
-
-    occluder = np.zeros((n, H, W), dtype=bool)
-    order = np.zeros((n, n), dtype=bool)
-    is_existing = rows < n0
-    ex_rows = rows[is_existing]
-    # a sample with nothing pasted and no occlusion has no occluders: skip reading N empty masks
-    if ex_rows.size and (destination.pasted.any() or destination.occlusion_rate.any()):
-        occluder[is_existing] = destination.occluder_masks[ex_rows]
-        order[np.ix_(is_existing, is_existing)] = destination.order[np.ix_(ex_rows, ex_rows)]
-    for i in range(n):
-        bx0, by0, bx1, by1 = amodal_boxes[i]
-        for r, (wy0, wy1, wx0, wx1), m in placed:
-            if time[r] <= time_o[i]:
-                continue
-            ix0, iy0, ix1, iy1 = max(bx0, wx0), max(by0, wy0), min(bx1, wx1), min(by1, wy1)
-            if ix1 > ix0 and iy1 > iy0:
-                occluder[i, iy0:iy1, ix0:ix1] |= m[iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0]
-    for a in range(n):
-        if time_o[a] < 0:
-            continue
-        ax0, ay0, ax1, ay1 = amodal_boxes[a]  # a pasted instance's amodal mask lies inside this box
-        for b in range(n):
-            if time_o[b] >= time_o[a]:
-                continue
-            bx0, by0, bx1, by1 = amodal_boxes[b]
-            ix0, iy0, ix1, iy1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
-            if ix1 > ix0 and iy1 > iy0:
-                order[a, b] = bool((amodal_o[a, iy0:iy1, ix0:ix1] & amodal_o[b, iy0:iy1, ix0:ix1]).any())
-
-    crowd_keep = crowd.reshape(len(crowd), H * W).any(axis=1) if len(crowd) else np.zeros(0, dtype=bool)
-    info = dict(
-        pasted=n_pasted_rows,
-        skipped=skipped,
-        dropped_existing=dropped_existing,
-        dropped_pasted=dropped_pasted,
-        dropped_crowd=int(len(crowd) - crowd_keep.sum()),
-    )
-    return Sample(
-        image=img,
-        masks=vis_o,
-        amodal_masks=amodal_o,
-        boxes=boxes.astype(np.float32),
-        labels=labels[rows],
-        occlusion_rate=occlusion_rate,
-        occluder_masks=occluder,
-        order=order,
-        keypoints=None if kps is None else kps[rows],
-        pasted=time_o >= 0,
-        ann_ids=ann_ids[rows],
-        crowd_masks=crowd[crowd_keep],
-        image_id=destination.image_id,
-        file_name=destination.file_name,
-        info=info,
-    )
+        alpha = paste_alpha(mask, plan.blend_sigma, window, H, W) if plan.blend_sigma > 0 else None
+        composite(layers.image, window, mask, pix, alpha)
+        occlude(layers, window, mask)
+        place(layers, plan, t, src, window, mask)
+    return emit(destination, layers, keep_rule(plan, destination, layers))
 
 
 def _tight_box_in(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -348,16 +357,8 @@ def _tight_box_in(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
     return b + (x0, y0, x0, y0) if b[2] > b[0] else b
 
 
-def _keep_rule(
-    plan: PastePlan,
-    destination: Sample,
-    vis: np.ndarray,
-    amodal: np.ndarray,
-    touched: np.ndarray,
-    H: int,
-    W: int,
-) -> np.ndarray:
-    """Which instances survive (bool per row).
+def keep_rule(plan: PastePlan, destination: Sample, layers: PasteLayers) -> np.ndarray:
+    """Stage "keep": which of the ``layers.row`` rows survive, (row,) bool.
 
     OC&P: an instance a paste touched is dropped iff its remaining tight box width or height is
     ``<= min_size_occ * sqrt(H*W)``. Evaluating it once at the end is the same as after every paste, because a
@@ -365,18 +366,144 @@ def _keep_rule(
     at most ``bbox_occluded_thr`` on every side or more than ``mask_occluded_thr`` pixels remain. Either way an
     instance with an empty visible mask is dropped.
     """
-    n0 = len(destination)
-    keep = np.ones(len(vis), dtype=bool)
+    n0, H, W = layers.n0, destination.height, destination.width
+    keep = np.ones(layers.row, dtype=bool)
     thr = plan.min_size_occ * math.sqrt(H * W)
-    for j in np.flatnonzero(touched):
-        b = tight_box(vis[j])  # (touched instances only: a few per sample)
+    for j in np.flatnonzero(layers.touched[:layers.row]):
+        b = tight_box(layers.vis[j])  # (touched instances only: a few per sample)
         bw, bh = b[2] - b[0], b[3] - b[1]
         if bw <= 0 or bh <= 0:
             keep[j] = False
         elif plan.mode == "simple":
-            before = np.asarray(destination.boxes[j], dtype=np.float64) if j < n0 else tight_box(amodal[j])
+            before = np.asarray(destination.boxes[j], dtype=np.float64) if j < n0 else tight_box(layers.amodal[j])
             moved_little = bool(np.all(np.abs(b - before) <= plan.bbox_occluded_thr))
-            keep[j] = moved_little or int(vis[j].sum()) > plan.mask_occluded_thr
+            keep[j] = moved_little or int(layers.vis[j].sum()) > plan.mask_occluded_thr
         else:
             keep[j] = not (bw <= thr or bh <= thr)
     return keep
+
+
+def amodal_boxes(destination: Sample, layers: PasteLayers) -> np.ndarray:
+    """(row, 4) int64 xyxy boxes that hold each row's amodal mask: the destination's tight amodal boxes, then each
+    placed paste's box (a pasted amodal mask is its placed mask)."""
+    if destination.amodal_masks is destination.masks:
+        boxes_in = np.asarray(destination.boxes, dtype=np.int64)
+    else:
+        boxes_in = tight_boxes(destination.amodal_masks)
+    if layers.row > layers.n0:
+        return np.concatenate([boxes_in, layers.boxes[layers.n0:layers.row]])
+    return boxes_in
+
+
+def occlusion_stats(layers: PasteLayers, rows: np.ndarray, vis: np.ndarray, amodal: np.ndarray,
+                    amodal_box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stage "occlusion stats" of the kept ``rows`` (n,): ``(boxes (n, 4) int64 tight xyxy of the visible masks,
+    occlusion_rate (n,) float32 = 1 - visible / amodal area)``.
+
+    ``vis``, ``amodal``: (n, H, W) bool masks of those rows; ``amodal_box``: (n, 4) int64 boxes holding the amodal
+    masks. Confined to boxes: full-image passes over N masks dominate the cost at 1024^2 otherwise; a mask only
+    loses pixels, so its previous box bounds where its new box can be.
+    """
+    n = len(rows)
+    boxes = np.zeros((n, 4), dtype=np.int64)
+    vis_area = np.zeros(n, dtype=np.int64)
+    amodal_area = np.zeros(n, dtype=np.int64)
+    for i, r in enumerate(rows):
+        boxes[i] = _tight_box_in(vis[i], layers.boxes[r]) if layers.touched[r] else layers.boxes[r]
+        bx0, by0, bx1, by1 = boxes[i]
+        vis_area[i] = np.count_nonzero(vis[i, by0:by1, bx0:bx1])
+        ax0, ay0, ax1, ay1 = amodal_box[i]
+        amodal_area[i] = np.count_nonzero(amodal[i, ay0:ay1, ax0:ax1])
+    return boxes, (1.0 - vis_area / np.maximum(amodal_area, 1)).astype(np.float32)
+
+
+def carries_targets(pasted: np.ndarray, occlusion_rate: np.ndarray) -> bool:
+    """Whether a destination's occluder masks and order matrix mean anything: only a sample with something pasted
+    or occluded has occluders (the others' are ignored, and never read)."""
+    return bool(np.any(pasted) or np.any(occlusion_rate))
+
+
+def occluder_masks(destination: Sample, layers: PasteLayers, rows: np.ndarray,
+                   amodal_box: np.ndarray) -> np.ndarray:
+    """(n, H, W) bool occluder masks of the kept ``rows`` (n,): what later pastes put over each instance inside
+    its amodal box ``amodal_box`` (n, 4), on top of the destination's own occluders."""
+    n = len(rows)
+    H, W = destination.height, destination.width
+    occluder = np.zeros((n, H, W), dtype=bool)
+    is_existing = rows < layers.n0
+    ex_rows = rows[is_existing]
+    if ex_rows.size and carries_targets(destination.pasted, destination.occlusion_rate):
+        occluder[is_existing] = destination.occluder_masks[ex_rows]
+    time_o = layers.time[rows]
+    for i in range(n):
+        bx0, by0, bx1, by1 = amodal_box[i]
+        for r, (wx0, wy0, wx1, wy1), m in layers.placed:
+            if layers.time[r] <= time_o[i]:
+                continue
+            ix0, iy0, ix1, iy1 = max(bx0, wx0), max(by0, wy0), min(bx1, wx1), min(by1, wy1)
+            if ix1 > ix0 and iy1 > iy0:
+                occluder[i, iy0:iy1, ix0:ix1] |= m[iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0]
+    return occluder
+
+
+def order_matrix(destination: Sample, layers: PasteLayers, rows: np.ndarray, amodal: np.ndarray,
+                 amodal_box: np.ndarray) -> np.ndarray:
+    """(n, n) bool ``order[a, b]``: kept row ``a`` was pasted after ``b`` and their amodal masks ``amodal``
+    (n, H, W) bool overlap (inside the boxes ``amodal_box`` (n, 4)); the destination's own order carried over."""
+    n = len(rows)
+    order = np.zeros((n, n), dtype=bool)
+    is_existing = rows < layers.n0
+    ex_rows = rows[is_existing]
+    if ex_rows.size and carries_targets(destination.pasted, destination.occlusion_rate):
+        order[np.ix_(is_existing, is_existing)] = destination.order[np.ix_(ex_rows, ex_rows)]
+    time_o = layers.time[rows]
+    for a in range(n):
+        if time_o[a] < 0:
+            continue
+        ax0, ay0, ax1, ay1 = amodal_box[a]  # a pasted instance's amodal mask lies inside this box
+        for b in range(n):
+            if time_o[b] >= time_o[a]:
+                continue
+            bx0, by0, bx1, by1 = amodal_box[b]
+            ix0, iy0, ix1, iy1 = max(ax0, bx0), max(ay0, by0), min(ax1, bx1), min(ay1, by1)
+            if ix1 > ix0 and iy1 > iy0:
+                order[a, b] = bool((amodal[a, iy0:iy1, ix0:ix1] & amodal[b, iy0:iy1, ix0:ix1]).any())
+    return order
+
+
+def emit(destination: Sample, layers: PasteLayers, keep: np.ndarray) -> Sample:
+    """Stage "emit": the output ``Sample`` of the kept rows (``keep`` (row,) bool) with every target and the
+    counts in ``info``."""
+    rows = np.flatnonzero(keep)
+    n0, row = layers.n0, layers.row
+    all_kept = len(rows) == row
+    vis = layers.vis[:row] if all_kept else layers.vis[rows]
+    amodal = layers.amodal[:row] if all_kept else layers.amodal[rows]
+    amodal_box = amodal_boxes(destination, layers)[rows]
+    boxes, occlusion_rate = occlusion_stats(layers, rows, vis, amodal, amodal_box)
+    crowd = layers.crowd
+    crowd_keep = crowd.reshape(len(crowd), -1).any(axis=1) if len(crowd) else np.zeros(0, dtype=bool)
+    info = dict(
+        pasted=row - n0,
+        skipped=layers.skipped,
+        dropped_existing=int(n0 - keep[:n0].sum()),
+        dropped_pasted=int(row - n0 - keep[n0:row].sum()),
+        dropped_crowd=int(len(crowd) - crowd_keep.sum()),
+    )
+    return Sample(
+        image=layers.image,
+        masks=vis,
+        amodal_masks=amodal,
+        boxes=boxes.astype(np.float32),
+        labels=layers.labels[rows],
+        occlusion_rate=occlusion_rate,
+        occluder_masks=occluder_masks(destination, layers, rows, amodal_box),
+        order=order_matrix(destination, layers, rows, amodal, amodal_box),
+        keypoints=None if layers.keypoints is None else layers.keypoints[rows],
+        pasted=layers.time[rows] >= 0,
+        ann_ids=layers.ann_ids[rows],
+        crowd_masks=crowd[crowd_keep],
+        image_id=destination.image_id,
+        file_name=destination.file_name,
+        info=info,
+    )

@@ -9,6 +9,11 @@ import numpy as np
 from ocp_dali.masks import tight_boxes
 from ocp_dali.xp import array_module
 
+# The counts every ``Sample.info`` carries (0 when nothing happened): ``apply`` sets the first five, the crop of
+# LSJ ``dropped_by_crop`` and the loaders ``dropped_sources`` (pastes left out because their image was unusable).
+COUNTS = ("pasted", "skipped", "dropped_existing", "dropped_pasted", "dropped_crowd", "dropped_by_crop",
+          "dropped_sources")
+
 
 @dataclass(frozen=True, eq=False)
 class Sample:
@@ -29,7 +34,8 @@ class Sample:
         ann_ids: (N,) int64, the COCO annotation id each instance comes from (-1 if none).
         crowd_masks: (C, H, W) bool, crowd / ignore regions of the destination (never pasted; pastes cover them).
         image_id: id of the destination image; file_name: its file (for error messages).
-        info: counts from the augmentation (pasted, skipped, dropped_existing, dropped_pasted).
+        info: counts from the augmentation, every name of ``COUNTS`` (missing ones are filled in with 0, so a
+            sample nothing was done to has them all) plus any extra key given.
     """
 
     image: np.ndarray
@@ -47,6 +53,10 @@ class Sample:
     image_id: int = -1
     file_name: str = ""
     info: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # frozen: the one write, a new dict (never the caller's)
+        object.__setattr__(self, "info", {**dict.fromkeys(COUNTS, 0), **self.info})
 
     @property
     def height(self) -> int:

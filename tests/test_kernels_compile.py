@@ -295,9 +295,9 @@ def test_emulated_rle_decode_matches_pycocotools():
 
 def test_batched_keypoint_transform_is_bit_identical_to_the_reference():
     from ocp_dali.geometry import paste_geometry
-    from ocp_dali.kernels.apply import transform_keypoints_batch
+    from ocp_dali.keypoints import map_paste_keypoints as transform_keypoints_batch
     from ocp_dali.plan import PasteOp
-    from ocp_dali.reference import _transform_keypoints
+    from ocp_dali.reference import paste_keypoints as _transform_keypoints
 
     rng = np.random.default_rng(0)
     flip_index = (0, 2, 1, 4, 3)
