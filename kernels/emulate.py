@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from ocp_dali.kernels import hostbuild
 
 KERNEL_DIR = Path(__file__).resolve().parent
 SHIM = KERNEL_DIR / "emulate.h"
@@ -72,35 +71,25 @@ def _wrappers(sigs: dict[str, list[tuple[str, str]]]) -> str:
 
 def compiler() -> str | None:
     """The host C++ compiler used for emulation (``$CXX`` or g++), or None when there is none."""
-    cxx = os.environ.get("CXX", "g++")
-    return shutil.which(cxx)
+    return hostbuild.compiler()
 
 
 @functools.lru_cache(maxsize=None)
 def _library(cu_name: str) -> tuple[ctypes.CDLL, dict]:
-    cxx = compiler()
-    if cxx is None:
+    if compiler() is None:
         raise RuntimeError("kernel emulation needs a C++20 compiler (g++ or $CXX) on PATH")
-    src_path = KERNEL_DIR / cu_name
-    source = src_path.read_text()
+    source = (KERNEL_DIR / cu_name).read_text()
     sigs = kernel_signatures(source)
     deps = "".join(p.read_text() for p in sorted(KERNEL_DIR.glob("*.cuh"))) + SHIM.read_text()
     extra = os.environ.get("OCP_EMU_CXXFLAGS", "").split()  # e.g. -fsanitize=address (with libasan preloaded)
-    key = hashlib.sha256((source + deps + cxx + " ".join(extra)).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("OCP_EMU_CACHE", Path.home() / ".cache" / "ocp_dali" / "emu"))
-    cache.mkdir(parents=True, exist_ok=True)
-    lib = cache / f"{src_path.stem}-{key}.so"
-    if not lib.exists():
-        tu = cache / f"{src_path.stem}-{key}.{os.getpid()}.cpp"
-        tu.write_text(f'#include "emulate.h"\n#include "{cu_name}"\n\n#include <functional>\n{_wrappers(sigs)}')
-        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        cmd = [cxx, "-std=c++20", "-O2", "-g", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing",
-               "-Wall", "-Wno-unused-function", *extra, "-I", str(KERNEL_DIR), "-o", str(tmp), str(tu)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"emulator build of {cu_name} failed:\n{' '.join(cmd)}\n{proc.stderr}")
-        os.replace(tmp, lib)  # atomic: a concurrent build of the same key writes the same library
-        tu.unlink(missing_ok=True)
+    tu = f'#include "emulate.h"\n#include "{cu_name}"\n\n#include <functional>\n{_wrappers(sigs)}'
+    flags = ["-std=c++20", "-O2", "-g", "-ffp-contract=off", "-fno-strict-aliasing", "-Wall",
+             "-Wno-unused-function", *extra]
+    try:
+        lib = hostbuild.build_library(Path(cu_name).stem, tu, source + deps, flags,
+                                      hostbuild.cache_dir("OCP_EMU_CACHE", "emu"))
+    except RuntimeError as e:
+        raise RuntimeError(f"emulator build of {cu_name} failed: {e}") from None
     dll = ctypes.CDLL(str(lib))
     funcs = {}
     for name, params in sigs.items():

@@ -13,6 +13,8 @@
 // No system headers: the same text compiles with NVRTC (CuPy), nvcc, and the host emulator (kernels/emulate.h).
 #pragma once
 
+#include "geometry.cuh"
+
 #define OCP_BLOCK 256
 #define OCP_INT_BIG 0x7fffffff
 
@@ -80,25 +82,7 @@ struct OcpSlot {
 #define OCP_PASTED 1
 #define OCP_CROWD 2
 
-// ---- integer helpers (explicit floor semantics: never rely on the sign behaviour of / and >>) ----
-
-__device__ __forceinline__ long long ocp_min(long long a, long long b) { return a < b ? a : b; }
-__device__ __forceinline__ long long ocp_max(long long a, long long b) { return a > b ? a : b; }
-__device__ __forceinline__ long long ocp_clamp(long long v, long long lo, long long hi) {
-  return v < lo ? lo : (v > hi ? hi : v);
-}
-
-// floor(a / b) for b > 0 (NumPy's // on integers); C's / truncates toward zero.
-__device__ __forceinline__ long long ocp_floordiv(long long a, long long b) {
-  long long q = a / b;
-  if ((a % b != 0) && (a < 0)) q -= 1;
-  return q;
-}
-
-// floor(v / 2**s) (NumPy's >> on int64), written without a right shift of a negative number.
-__device__ __forceinline__ long long ocp_floor_shift(long long v, int s) {
-  return v >= 0 ? (v >> s) : ~((~v) >> s);
-}
+// ---- integer helpers: ocp_min, ocp_max, ocp_clamp, ocp_floordiv, ocp_floor_shift (geometry.cuh) ----
 
 __device__ __forceinline__ double ocp_bits_to_double(long long bits) { return __longlong_as_double(bits); }
 

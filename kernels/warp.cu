@@ -3,7 +3,7 @@
 // ocp_warp (one launch per batch): for window pixel (x, y) of paste q, canvas pixel X = win_x - off_x + x,
 // Y = win_y - off_y + y; crop coordinate U = a X + b Y + c, V = d X + e Y + f in Q16 (int64). Mask: nearest,
 // crop_mask[V >> 16, U >> 16] when inside the crop, else 0. Pixel (only where the mask is set): integer bilinear
-// exactly as reference.warp_crop (ub = U - 2**15, 8-bit fractions, clamped neighbours, rounding >> 16). The
+// exactly as reference.warp_crop (geometry.cuh's ocp_bilinear_pixel, shared with the compiled CPU loops). The
 // identity geometry is the same arithmetic and gives exact copies. Also reduces the tight box of the warped mask
 // (window coordinates) into paste_box[4q..4q+3]; an empty box (max x = -1) means the paste is skipped.
 //
@@ -39,24 +39,13 @@ extern "C" __global__ void ocp_warp(const OcpPaste* __restrict__ pastes, long lo
       const long long X = P.win_x - P.off_x + x, Y = P.win_y - P.off_y + y;  // canvas pixel
       const long long u = P.inv_a * X + P.inv_b * Y + P.inv_c;
       const long long v = P.inv_d * X + P.inv_e * Y + P.inv_f;
-      const long long iu = ocp_floor_shift(u, 16), iv = ocp_floor_shift(v, 16);
+      const long long iu = ocp_floor_shift(u, OCP_Q_BITS), iv = ocp_floor_shift(v, OCP_Q_BITS);
       const bool inside = iu >= 0 && iu < w && iv >= 0 && iv < h;
       const bool m = inside && cmask[iv * P.mask_pitch + iu] != 0;
       unsigned char* out = win_pix + (P.win_off + i) * 3;
       win_mask[P.win_off + i] = m ? 1 : 0;
       if (m) {
-        const long long ub = u - 32768, vb = v - 32768;
-        const long long u0 = ocp_floor_shift(ub, 16), v0 = ocp_floor_shift(vb, 16);
-        const long long fu = (ub & 0xFFFF) >> 8, fv = (vb & 0xFFFF) >> 8;  // low 16 bits: non-negative
-        const long long u0c = ocp_clamp(u0, 0, w - 1), u1c = ocp_clamp(u0 + 1, 0, w - 1);
-        const long long v0c = ocp_clamp(v0, 0, h - 1), v1c = ocp_clamp(v0 + 1, 0, h - 1);
-        for (int c = 0; c < 3; ++c) {
-          const long long p00 = img[(v0c * pitch + u0c) * 3 + c], p01 = img[(v0c * pitch + u1c) * 3 + c];
-          const long long p10 = img[(v1c * pitch + u0c) * 3 + c], p11 = img[(v1c * pitch + u1c) * 3 + c];
-          const long long top = p00 * (256 - fu) + p01 * fu;
-          const long long bot = p10 * (256 - fu) + p11 * fu;
-          out[c] = (unsigned char)((top * (256 - fv) + bot * fv + 32768) >> 16);  // non-negative
-        }
+        ocp_bilinear_pixel(img, pitch * 3, h, w, u, v, out);  // geometry.cuh: the reference's arithmetic
         bx0 = ocp_min(bx0, x);
         by0 = ocp_min(by0, y);
         bx1 = ocp_max(bx1, x);

@@ -1,0 +1,178 @@
+// Compiled CPU loops of the paste warp (reference.warp_crop) and the LSJ resample (lsj.sample_affine), built with
+// g++ -O3 at first use and loaded with ctypes by kernels/geometry_cpu.py.
+//
+// Bit-exact with the NumPy reference by construction: every output value comes from the per-pixel functions of
+// geometry.cuh (the CUDA kernels' own), evaluated in the same integer arithmetic. What these loops add is only
+// *where* they evaluate: a paste's pixels only where its mask is set, the mask only where the crop is sampled; an
+// LSJ mask only inside the image of its tight box under the map (its output is empty elsewhere), nothing on the
+// padding. Outputs arrive zero-filled from NumPy and only non-zero values need writing.
+//
+// Layouts: images (h, w, 3) uint8 with 3 contiguous bytes per pixel and any row stride; masks one byte per pixel
+// (NumPy bool), contiguous within a row, any row / plane stride. Strides are in bytes.
+#define __host__
+#define __device__
+#define __forceinline__ inline
+
+#include <cstring>
+#include <vector>
+
+#include "geometry.cuh"
+
+namespace {
+
+// Tight box [x0, x1) x [y0, y1) of an h x w mask plane; false when it is empty.
+bool mask_box(const unsigned char* m, long long row_bytes, long long h, long long w, long long box[4]) {
+  long long y0 = 0, y1 = h;
+  auto row_any = [&](long long y) {
+    const unsigned char* r = m + y * row_bytes;
+    unsigned char any = 0;
+    for (long long x = 0; x < w; ++x) any |= r[x];  // no early exit: the compiler vectorises the OR
+    return any != 0;
+  };
+  while (y0 < h && !row_any(y0)) ++y0;
+  if (y0 == h) return false;
+  while (!row_any(y1 - 1)) --y1;
+  long long x0 = w, x1 = 0;
+  for (long long y = y0; y < y1; ++y) {  // only the columns outside the box found so far are read
+    const unsigned char* r = m + y * row_bytes;
+    for (long long x = 0; x < x0; ++x) {
+      if (r[x]) { x0 = x; break; }
+    }
+    for (long long x = w - 1; x >= x1; --x) {
+      if (r[x]) { x1 = x + 1; break; }
+    }
+  }
+  box[0] = x0; box[1] = y0; box[2] = x1; box[3] = y1;
+  return true;
+}
+
+// The LSJ map is axis-aligned: u = a X + c, v = e Y + f (b = d = 0, checked by the caller).
+struct AxisMap {
+  long long a, c, e, f, h, w, valid_w, valid_h;
+};
+
+// The output window [x0, x1) x [y0, y1) of the input box: the canvas pixels whose clamped nearest sample lies in it.
+void lsj_window(const AxisMap& m, const long long box[4], long long win[4]) {
+  ocp_clamped_index_span(m.a, m.c, box[0], box[2], m.w, m.valid_w, &win[0], &win[2]);
+  ocp_clamped_index_span(m.e, m.f, box[1], box[3], m.h, m.valid_h, &win[1], &win[3]);
+}
+
+}  // namespace
+
+// Paste warp of reference.warp_crop for a non-identity geometry: canvas window [x0, x0 + ww) x [y0, y0 + wh)
+// of an h x w crop under inv = (a, b, c, d, e, f). out_mask (wh, ww) and out_pix (wh, ww, 3), zero-filled, get the
+// nearest mask (empty outside the crop) and, where it is set, the bilinear pixels. Returns the mask's pixel count.
+extern "C" long long cpu_geo_warp_crop(const unsigned char* img, long long img_row, const unsigned char* mask,
+                                       long long mask_row, long long h, long long w, const long long* inv,
+                                       long long x0, long long y0, long long ww, long long wh,
+                                       unsigned char* out_mask, unsigned char* out_pix) {
+  const long long a = inv[0], b = inv[1], c = inv[2], d = inv[3], e = inv[4], f = inv[5];
+  long long count = 0;
+  for (long long y = 0; y < wh; ++y) {
+    const long long bu = a * x0 + b * (y0 + y) + c;  // coordinates of window column 0: u = a x + bu
+    const long long bv = d * x0 + e * (y0 + y) + f;
+    long long su0, su1, sv0, sv1;  // columns whose mask lookup falls inside the crop, per axis
+    ocp_index_span(a, bu, 0, w, ww, &su0, &su1);
+    ocp_index_span(d, bv, 0, h, ww, &sv0, &sv1);
+    const long long xe = ocp_min(su1, sv1);
+    for (long long x = ocp_max(su0, sv0); x < xe; ++x) {
+      const long long u = a * x + bu, v = d * x + bv;
+      if (!mask[ocp_floor_shift(v, OCP_Q_BITS) * mask_row + ocp_floor_shift(u, OCP_Q_BITS)]) continue;
+      out_mask[y * ww + x] = 1;
+      ocp_bilinear_pixel(img, img_row, h, w, u, v, out_pix + (y * ww + x) * 3);
+      ++count;
+    }
+  }
+  return count;
+}
+
+// LSJ pixels of lsj.sample_affine for an axis-aligned map inv = (a, 0, c, 0, e, f): the valid_h x valid_w content
+// of the output canvas (out_row bytes per row; the padding is left as it is). Bilinear taps per column and per
+// row are computed once; each pixel is geometry.cuh's ocp_bilinear_mix of the same four samples.
+extern "C" void cpu_geo_lsj_image(const unsigned char* img, long long img_row, long long h, long long w,
+                                  const long long* inv, long long valid_w, long long valid_h, unsigned char* out,
+                                  long long out_row) {
+  std::vector<long long> off0(valid_w), off1(valid_w);
+  std::vector<int> fu(valid_w);
+  for (long long X = 0; X < valid_w; ++X) {
+    const OcpTap t = ocp_bilinear_tap(inv[0] * X + inv[2], w);
+    off0[X] = t.i0 * 3;
+    off1[X] = t.i1 * 3;
+    fu[X] = (int)t.f;
+  }
+  for (long long Y = 0; Y < valid_h; ++Y) {
+    const OcpTap tv = ocp_bilinear_tap(inv[4] * Y + inv[5], h);
+    const unsigned char* r0 = img + tv.i0 * img_row;
+    const unsigned char* r1 = img + tv.i1 * img_row;
+    unsigned char* o = out + Y * out_row;
+    const int fv = (int)tv.f;
+    for (long long X = 0; X < valid_w; ++X) {
+      const unsigned char *p0 = r0 + off0[X], *p1 = r0 + off1[X], *q0 = r1 + off0[X], *q1 = r1 + off1[X];
+      for (int k = 0; k < 3; ++k) o[X * 3 + k] = ocp_bilinear_mix(p0[k], p1[k], q0[k], q1[k], fu[X], fv);
+    }
+  }
+}
+
+// Which of n mask planes (plane_bytes apart) keep a pixel on the LSJ canvas (hit[i] = 1), as
+// sample_affine(...).any() would say; stops at a plane's first sampled pixel that is set.
+extern "C" void cpu_geo_lsj_hits(const unsigned char* masks, long long n, long long plane_bytes, long long row_bytes,
+                                 long long h, long long w, const long long* inv, long long valid_w,
+                                 long long valid_h, unsigned char* hit) {
+  const AxisMap m{inv[0], inv[2], inv[4], inv[5], h, w, valid_w, valid_h};
+  for (long long i = 0; i < n; ++i) {
+    const unsigned char* plane = masks + i * plane_bytes;
+    long long box[4], win[4];
+    hit[i] = 0;
+    if (!mask_box(plane, row_bytes, h, w, box)) continue;
+    lsj_window(m, box, win);
+    for (long long Y = win[1]; Y < win[3] && !hit[i]; ++Y) {
+      const unsigned char* r = plane + ocp_nearest_clamped(m.e * Y + m.f, h) * row_bytes;
+      for (long long X = win[0]; X < win[2]; ++X) {
+        if (r[ocp_nearest_clamped(m.a * X + m.c, w)]) { hit[i] = 1; break; }
+      }
+    }
+  }
+}
+
+// LSJ masks of lsj.sample_affine: output plane k (out_plane bytes apart, rows out_row bytes apart, zero-filled) is
+// input plane rows[k] sampled nearest with clamped indices, written only inside its box's window (the rest of it
+// is empty). boxes[4k..4k+3] get the output's tight box (x0, y0, x1, y1), zeros when empty (masks.tight_boxes).
+extern "C" void cpu_geo_lsj_masks(const unsigned char* masks, long long plane_bytes, long long row_bytes,
+                                  long long h, long long w, const long long* rows, long long n_rows,
+                                  const long long* inv, long long valid_w, long long valid_h, unsigned char* out,
+                                  long long out_plane, long long out_row, long long* boxes) {
+  const AxisMap m{inv[0], inv[2], inv[4], inv[5], h, w, valid_w, valid_h};
+  std::vector<long long> col(valid_w);  // input column of each canvas column
+  for (long long X = 0; X < valid_w; ++X) col[X] = ocp_nearest_clamped(m.a * X + m.c, w);
+  for (long long k = 0; k < n_rows; ++k) {
+    const unsigned char* plane = masks + rows[k] * plane_bytes;
+    unsigned char* o = out + k * out_plane;
+    long long box[4], win[4], ob[4] = {valid_w, valid_h, 0, 0};
+    std::memset(boxes + 4 * k, 0, 4 * sizeof(long long));
+    if (!mask_box(plane, row_bytes, h, w, box)) continue;
+    lsj_window(m, box, win);
+    long long prev_iv = -1, lo = 0, hi = -1;  // [lo, hi]: set columns of the previous output row
+    for (long long Y = win[1]; Y < win[3]; ++Y) {
+      const long long iv = ocp_nearest_clamped(m.e * Y + m.f, h);
+      unsigned char* orow = o + Y * out_row;
+      if (iv == prev_iv) {  // the same input row (upscaling): the same output row
+        std::memcpy(orow + win[0], orow - out_row + win[0], win[2] - win[0]);
+      } else {
+        const unsigned char* r = plane + iv * row_bytes;
+        lo = win[2];
+        hi = -1;
+        for (long long X = win[0]; X < win[2]; ++X) {
+          const unsigned char s = r[col[X]];
+          orow[X] = s;
+          if (s) { lo = ocp_min(lo, X); hi = X; }
+        }
+        prev_iv = iv;
+      }
+      if (hi >= 0) {
+        ob[0] = ocp_min(ob[0], lo); ob[1] = ocp_min(ob[1], Y);
+        ob[2] = ocp_max(ob[2], hi + 1); ob[3] = Y + 1;
+      }
+    }
+    if (ob[2] > 0) std::memcpy(boxes + 4 * k, ob, sizeof(ob));
+  }
+}
