@@ -9,6 +9,7 @@ coin), the Mask R-CNN-style path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -82,7 +83,31 @@ def sample_affine(image, masks: list, inv_q16: tuple[int, ...], out_h: int, out_
                   valid_h: int) -> tuple:
     """Resample an (H, W, 3) uint8 image (integer bilinear, clamped edges) and (N, H, W) bool stacks (nearest)
     onto an ``out_h x out_w`` canvas; outside ``[0, valid_w) x [0, valid_h)`` is padding (0 / False).
-    NumPy or CuPy arrays (the same arithmetic, so both give identical results)."""
+    NumPy or CuPy arrays (the same arithmetic, so both give identical results); NumPy arrays under an axis-aligned
+    map go through the compiled CPU loops when they are available (``compiled_loops``), with the same bits."""
+    fast = compiled_loops(image, inv_q16)
+    if fast is None:
+        return sample_affine_arrays(image, masks, inv_q16, out_h, out_w, valid_w, valid_h)
+    out_img = fast.lsj_image(image, inv_q16, out_h, out_w, valid_w, valid_h)
+    out_masks = [fast.lsj_masks(stack, np.arange(len(stack)), inv_q16, out_h, out_w, valid_w, valid_h)[0]
+                 for stack in masks]
+    return out_img, out_masks
+
+
+def compiled_loops(image, inv_q16: tuple[int, ...]):
+    """``ocp_dali.kernels.geometry_cpu`` for a NumPy ``image`` under an axis-aligned map (``inv_q16`` b = d = 0,
+    as every LSJ map is) when its compiled loops are available, else None (NumPy / CuPy arrays then)."""
+    from ocp_dali.reference import cpu_loops
+
+    if array_module(image) is not np or int(inv_q16[1]) != 0 or int(inv_q16[3]) != 0:
+        return None
+    return cpu_loops()
+
+
+def sample_affine_arrays(image, masks: list, inv_q16: tuple[int, ...], out_h: int, out_w: int, valid_w: int,
+                         valid_h: int) -> tuple:
+    """``sample_affine`` in array code, NumPy or CuPy: every canvas pixel of the image and of every mask. The
+    CuPy path, and the oracle of the compiled loops."""
     from ocp_dali.reference import bilinear_q16, nearest_q16
 
     xp = array_module(image)
@@ -118,29 +143,74 @@ def _keypoints(kps: np.ndarray, p: LSJParams, flip_index, file_name: str) -> np.
     return out
 
 
+class Resampled(NamedTuple):
+    """A sample's arrays on the LSJ canvas (``out_h x out_w``), only the instances that keep a visible pixel.
+
+    Attributes:
+        image: (out_h, out_w, 3) uint8.
+        keep: (N,) bool over the input instances: the visible mask keeps a pixel on the canvas.
+        masks, amodal_masks, occluder_masks: (n, out_h, out_w) bool of the kept instances (n = keep.sum()).
+        boxes: (n, 4) int64 tight xyxy boxes of ``masks``.
+        crowd_masks: (c, out_h, out_w) bool, the crowd regions that keep a pixel.
+    """
+
+    image: Any
+    keep: Any
+    masks: Any
+    boxes: Any
+    amodal_masks: Any
+    occluder_masks: Any
+    crowd_masks: Any
+
+
+def resample_arrays(sample: Sample, p: LSJParams) -> Resampled:
+    """``Resampled`` by ``sample_affine_arrays`` (NumPy or CuPy): every mask at full size, then the kept ones."""
+    xp = array_module(sample.image)
+    img, (vis, amodal, occl, crowd) = sample_affine_arrays(
+        sample.image, [sample.masks, sample.amodal_masks, sample.occluder_masks, sample.crowd_masks],
+        p.inv_q16, p.out_h, p.out_w, p.valid_w, p.valid_h)
+    n, c = vis.shape[0], crowd.shape[0]
+    keep = vis.reshape(n, -1).any(axis=1) if n else xp.zeros(0, dtype=bool)
+    crowd_keep = crowd.reshape(c, -1).any(axis=1) if c else xp.zeros(0, dtype=bool)
+    vis_k = vis[keep]
+    return Resampled(img, keep, vis_k, tight_boxes(vis_k), amodal[keep], occl[keep], crowd[crowd_keep])
+
+
+def resample_compiled(fast: Any, sample: Sample, p: LSJParams) -> Resampled:
+    """``Resampled`` by the compiled CPU loops ``fast`` (``compiled_loops``; NumPy arrays): which instances keep a
+    pixel is found first, so only their masks are resampled, each only inside its box's window. The outputs
+    alias where the inputs do (amodal masks that are the visible masks)."""
+    geo = (p.inv_q16, p.out_h, p.out_w, p.valid_w, p.valid_h)
+    img = fast.lsj_image(sample.image, *geo)
+    keep = fast.lsj_hits(sample.masks, p.inv_q16, p.valid_w, p.valid_h)
+    rows = np.flatnonzero(keep)
+    vis, boxes = fast.lsj_masks(sample.masks, rows, *geo)
+    amodal = vis if sample.amodal_masks is sample.masks else fast.lsj_masks(sample.amodal_masks, rows, *geo)[0]
+    occl = fast.lsj_masks(sample.occluder_masks, rows, *geo)[0]
+    crowd_rows = np.flatnonzero(fast.lsj_hits(sample.crowd_masks, p.inv_q16, p.valid_w, p.valid_h))
+    crowd = fast.lsj_masks(sample.crowd_masks, crowd_rows, *geo)[0]
+    return Resampled(img, keep, vis, boxes, amodal, occl, crowd)
+
+
 def apply_lsj(sample: Sample, p: LSJParams, flip_index: tuple[int, ...] | None = None) -> Sample:
     """Resample a sample and all its targets (``flip_index``: keypoint left/right permutation for the flip);
     instances whose visible mask leaves the canvas are removed (counted in ``info['dropped_by_crop']``). Boxes are
     recomputed from the resampled visible masks; occlusion rates are the instance's own (from the paste, not the
-    crop); keypoints that leave the canvas become (0, 0, 0). NumPy or CuPy samples."""
+    crop); keypoints that leave the canvas become (0, 0, 0). NumPy or CuPy samples; NumPy ones by the compiled CPU
+    loops when they are available (``resample_compiled``, the same bits as ``resample_arrays``)."""
     xp = array_module(sample.image)
-    img, (vis, amodal, occl, crowd) = sample_affine(
-        sample.image, [sample.masks, sample.amodal_masks, sample.occluder_masks, sample.crowd_masks],
-        p.inv_q16, p.out_h, p.out_w, p.valid_w, p.valid_h)
-    n = vis.shape[0]
-    keep = vis.reshape(n, -1).any(axis=1) if n else xp.zeros(0, dtype=bool)
+    fast = compiled_loops(sample.image, p.inv_q16)
+    r = resample_arrays(sample, p) if fast is None else resample_compiled(fast, sample, p)
+    keep = r.keep
     kp = None
     if sample.keypoints is not None:
         kp = _keypoints(to_numpy(sample.keypoints), p, flip_index, sample.file_name)[to_numpy(keep)]
         kp = xp.asarray(kp)
-    c = crowd.shape[0]
-    crowd_keep = crowd.reshape(c, -1).any(axis=1) if c else xp.zeros(0, dtype=bool)
     info = dict(sample.info)
     info["dropped_by_crop"] = int((~keep).sum())
-    vis_k = vis[keep]
     return Sample(
-        image=img, masks=vis_k, amodal_masks=amodal[keep], boxes=tight_boxes(vis_k).astype(xp.float32),
-        labels=sample.labels[keep], occlusion_rate=sample.occlusion_rate[keep], occluder_masks=occl[keep],
+        image=r.image, masks=r.masks, amodal_masks=r.amodal_masks, boxes=r.boxes.astype(xp.float32),
+        labels=sample.labels[keep], occlusion_rate=sample.occlusion_rate[keep], occluder_masks=r.occluder_masks,
         order=sample.order[keep][:, keep], keypoints=kp, pasted=sample.pasted[keep],
-        ann_ids=sample.ann_ids[keep], crowd_masks=crowd[crowd_keep], image_id=sample.image_id,
+        ann_ids=sample.ann_ids[keep], crowd_masks=r.crowd_masks, image_id=sample.image_id,
         file_name=sample.file_name, info=info)

@@ -98,17 +98,37 @@ def bilinear_q16(img, u, v):
     return ((top * (256 - fv) + bot * fv + 32768) >> 16).astype(xp.uint8)
 
 
+def cpu_loops():
+    """``ocp_dali.kernels.geometry_cpu`` when its compiled loops can be used (a C++ compiler is there and
+    ``OCP_CPU_LOOPS`` is not 0), else None: the NumPy code below is then the CPU path (and always the oracle)."""
+    from ocp_dali.kernels import geometry_cpu
+
+    return geometry_cpu if geometry_cpu.loops() is not None else None
+
+
 def warp_crop(
     crop_img: np.ndarray, crop_mask: np.ndarray, geom: PasteGeometry, x0: int, y0: int, ww: int, wh: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample the canvas rectangle ``[x0, x0+ww) x [y0, y0+wh)`` of a transformed crop.
 
     ``crop_img`` (h, w, 3) uint8, ``crop_mask`` (h, w) bool. Returns ``(mask (wh, ww) bool, pixels (wh, ww, 3)
-    uint8)``: masks nearest (outside the crop: False), pixels integer bilinear with clamped edges; pixels are only
-    defined where the mask is set. The identity geometry returns views of the crop.
+    uint8)``: masks nearest (outside the crop: False), pixels integer bilinear with clamped edges; pixels are zero
+    where the mask is not set. The identity geometry returns views of the crop. Evaluated by the compiled CPU loops
+    when they are available (``cpu_loops``; the same bits), else by ``warp_crop_numpy``.
     """
     if geom.identity:
         return crop_mask[y0:y0 + wh, x0:x0 + ww], crop_img[y0:y0 + wh, x0:x0 + ww]
+    fast = cpu_loops()
+    if fast is not None:
+        return fast.warp_crop(crop_img, crop_mask, geom.inv_q16, x0, y0, ww, wh)
+    return warp_crop_numpy(crop_img, crop_mask, geom, x0, y0, ww, wh)
+
+
+def warp_crop_numpy(
+    crop_img: np.ndarray, crop_mask: np.ndarray, geom: PasteGeometry, x0: int, y0: int, ww: int, wh: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``warp_crop`` of a non-identity ``geom`` in NumPy: the oracle of the compiled loops (same arguments and
+    results: (wh, ww) bool mask, (wh, ww, 3) uint8 pixels, zero where the mask is not set)."""
     h, w = crop_mask.shape
     a, b, c, d, e, f = (np.int64(v) for v in geom.inv_q16)
     xs = np.arange(x0, x0 + ww, dtype=np.int64)[None, :]
