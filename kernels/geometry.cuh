@@ -61,13 +61,19 @@ __host__ __device__ __forceinline__ OcpTap ocp_bilinear_tap(long long u, long lo
   return t;
 }
 
-// The bilinear mix of four uint8 samples with 8-bit weights (fu along x, fv along y), rounded half up.
-// int is exact: the largest intermediate is 255 * 256 * 256 + 2**15 < 2**31.
+// The bilinear mix in its two separable halves: along x (two samples of one row, weight fu of the second), then
+// along y (two such row values, weight fv of the second), rounded half up. int is exact: the largest intermediate
+// is 255 * 256 * 256 + 2**15 < 2**31.
+__host__ __device__ __forceinline__ int ocp_bilinear_row(int p0, int p1, int fu) { return p0 * (256 - fu) + p1 * fu; }
+
+__host__ __device__ __forceinline__ unsigned char ocp_bilinear_col(int top, int bot, int fv) {
+  return (unsigned char)((top * (256 - fv) + bot * fv + 32768) >> 16);  // non-negative
+}
+
+// The bilinear mix of four uint8 samples with 8-bit weights (fu along x, fv along y).
 __host__ __device__ __forceinline__ unsigned char ocp_bilinear_mix(int p00, int p01, int p10, int p11, int fu,
                                                                    int fv) {
-  const int top = p00 * (256 - fu) + p01 * fu;
-  const int bot = p10 * (256 - fu) + p11 * fu;
-  return (unsigned char)((top * (256 - fv) + bot * fv + 32768) >> 16);  // non-negative
+  return ocp_bilinear_col(ocp_bilinear_row(p00, p01, fu), ocp_bilinear_row(p10, p11, fu), fv);
 }
 
 // Integer bilinear sample (3 channels into out[0..2]) of an h x w x 3 uint8 image at Q16 coordinates (u, v).

@@ -86,30 +86,64 @@ extern "C" long long cpu_geo_warp_crop(const unsigned char* img, long long img_r
   return count;
 }
 
+namespace {
+
+// The x half of the bilinear mix (ocp_bilinear_row) of whole input rows, for the canvas columns: the last two rows
+// computed are kept, because consecutive canvas rows read the same input rows (always when upscaling).
+class RowCache {
+ public:
+  RowCache(const unsigned char* img, long long img_row, long long w, const long long* inv, long long valid_w)
+      : img_(img), img_row_(img_row), valid_w_(valid_w), off0_(valid_w), off1_(valid_w), fu_(valid_w) {
+    for (long long X = 0; X < valid_w; ++X) {
+      const OcpTap t = ocp_bilinear_tap(inv[0] * X + inv[2], w);
+      off0_[X] = t.i0 * 3;
+      off1_[X] = t.i1 * 3;
+      fu_[X] = (int)t.f;
+    }
+    for (int s = 0; s < 2; ++s) rows_[s].resize(valid_w * 3);
+  }
+
+  // Row i's x-mixed values (valid_w * 3 ints); never evicts the row ``keep`` (the other tap's, still in use).
+  const int* row(long long i, long long keep) {
+    for (int s = 0; s < 2; ++s) {
+      if (idx_[s] == i) return rows_[s].data();
+    }
+    const int s = idx_[0] == keep ? 1 : 0;
+    const unsigned char* src = img_ + i * img_row_;
+    int* out = rows_[s].data();
+    for (long long X = 0; X < valid_w_; ++X) {
+      for (int k = 0; k < 3; ++k) out[X * 3 + k] = ocp_bilinear_row(src[off0_[X] + k], src[off1_[X] + k], fu_[X]);
+    }
+    idx_[s] = i;
+    return out;
+  }
+
+ private:
+  const unsigned char* img_;
+  long long img_row_, valid_w_;
+  std::vector<long long> off0_, off1_;
+  std::vector<int> fu_;
+  long long idx_[2] = {-1, -1};
+  std::vector<int> rows_[2];
+};
+
+}  // namespace
+
 // LSJ pixels of lsj.sample_affine for an axis-aligned map inv = (a, 0, c, 0, e, f): the valid_h x valid_w content
-// of the output canvas (out_row bytes per row; the padding is left as it is). Bilinear taps per column and per
-// row are computed once; each pixel is geometry.cuh's ocp_bilinear_mix of the same four samples.
+// of the output canvas (out_row bytes per row; the padding is left as it is). Each pixel is geometry.cuh's
+// ocp_bilinear_mix of the reference's four samples, evaluated separably: the x half once per input row
+// (RowCache), the y half per canvas row.
 extern "C" void cpu_geo_lsj_image(const unsigned char* img, long long img_row, long long h, long long w,
                                   const long long* inv, long long valid_w, long long valid_h, unsigned char* out,
                                   long long out_row) {
-  std::vector<long long> off0(valid_w), off1(valid_w);
-  std::vector<int> fu(valid_w);
-  for (long long X = 0; X < valid_w; ++X) {
-    const OcpTap t = ocp_bilinear_tap(inv[0] * X + inv[2], w);
-    off0[X] = t.i0 * 3;
-    off1[X] = t.i1 * 3;
-    fu[X] = (int)t.f;
-  }
+  RowCache cache(img, img_row, w, inv, valid_w);
   for (long long Y = 0; Y < valid_h; ++Y) {
     const OcpTap tv = ocp_bilinear_tap(inv[4] * Y + inv[5], h);
-    const unsigned char* r0 = img + tv.i0 * img_row;
-    const unsigned char* r1 = img + tv.i1 * img_row;
+    const int* top = cache.row(tv.i0, -1);
+    const int* bot = cache.row(tv.i1, tv.i0);
     unsigned char* o = out + Y * out_row;
     const int fv = (int)tv.f;
-    for (long long X = 0; X < valid_w; ++X) {
-      const unsigned char *p0 = r0 + off0[X], *p1 = r0 + off1[X], *q0 = r1 + off0[X], *q1 = r1 + off1[X];
-      for (int k = 0; k < 3; ++k) o[X * 3 + k] = ocp_bilinear_mix(p0[k], p1[k], q0[k], q1[k], fu[X], fv);
-    }
+    for (long long j = 0; j < valid_w * 3; ++j) o[j] = ocp_bilinear_col(top[j], bot[j], fv);
   }
 }
 
