@@ -8,7 +8,7 @@ setup(
     python_requires=">=3.10",
     packages=["ocp_dali", "ocp_dali.data", "ocp_dali.mmdet", "ocp_dali.kernels"],
     package_dir={"ocp_dali.kernels": "kernels"},
-    package_data={"ocp_dali.kernels": ["*.cu", "*.cuh", "*.h"]},
+    package_data={"ocp_dali.kernels": ["*.cu", "*.cuh", "*.h", "*.cpp"]},
     install_requires=["numpy>=1.24", "pycocotools>=2.0.7", "Pillow>=10"],
     extras_require={
         "gpu": ["cupy-cuda13x", "nvidia-dali-cuda130"],

@@ -5,6 +5,12 @@ mmdet's LSJ pipeline (``RandomResize(ratio_range=(0.1, 2.0), keep_ratio) -> Rand
 like the paste geometry (``ocp_dali.geometry``), so every backend resamples identically: pixels by integer bilinear
 interpolation, masks nearest. ``lsj=False`` is a plain keep-ratio resize into the output size (still with the flip
 coin), the Mask R-CNN-style path.
+
+On the CPU (NumPy arrays) the resample runs as compiled loops when a C++ compiler is there
+(``kernels/geometry_cpu``: the per-pixel functions of the CUDA kernels, so the same bits), only where an output
+can be non-zero: the content, not the padding; each mask inside the image of its tight box; only the instances
+that stay on the canvas. ``resample_arrays`` / ``sample_affine_arrays`` (NumPy or CuPy) are the oracle, the CuPy
+path and the fallback.
 """
 from __future__ import annotations
 

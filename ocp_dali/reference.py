@@ -3,7 +3,9 @@
 Pure and deterministic: ``apply_numpy(plan, destination, sources)`` reads its inputs and never writes them. It works
 on crops and paste windows, never on full-size copies of the sources. Integer arithmetic throughout the pixel path
 (fixed-point sampling, integer bilinear weights, integer Gaussian alpha) so that the CUDA kernels can match it
-exactly.
+exactly. The paste warp, the one per-pixel resample here, runs as compiled CPU loops when a C++ compiler is
+there (``cpu_loops``: ``kernels/geometry_cpu``, the CUDA kernels' own per-pixel functions, the same bits);
+``warp_crop_numpy`` stays its oracle and the fallback.
 
 Stages, named as the kernels' (``kernels/apply.py``), so parity can be checked one stage at a time:
     per paste, in paste order: ``paste_window`` (where it lands), ``jitter_crop`` (image jitter of the crop),
