@@ -47,13 +47,13 @@ def loops() -> ctypes.CDLL | None:
     if os.environ.get(SWITCH, "1") == "0" or hostbuild.compiler() is None:
         return None
     deps = "".join((KERNEL_DIR / h).read_text() for h in HEADERS)
-    try:
+    try:  # a failed build, an unwritable cache or an unloadable library: NumPy, with a warning saying why
         lib = hostbuild.build_library("geometry_cpu", SOURCE.read_text(), deps, FLAGS,
                                       hostbuild.cache_dir("OCP_CPU_CACHE", "cpu"))
-    except RuntimeError as e:
+        dll = ctypes.CDLL(str(lib))
+    except (RuntimeError, OSError) as e:
         warnings.warn(f"compiled CPU geometry unavailable, using NumPy: {e}", RuntimeWarning, stacklevel=2)
         return None
-    dll = ctypes.CDLL(str(lib))
     for name, (args, res) in SIGNATURES.items():
         fn = getattr(dll, name)
         fn.argtypes, fn.restype = args, res

@@ -193,6 +193,12 @@ def test_numpy_fallback_without_the_loops(monkeypatch, tmp_path):
         assert any("using NumPy" in str(w.message) for w in caught)
         got = ref.warp_crop(img, mask, geom, 0, 0, geom.out_w, geom.out_h)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        monkeypatch.delenv("CXX", raising=False)
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("OCP_CPU_CACHE", str(tmp_path / "file" / "cache"))  # a cache that cannot be made
+        geometry_cpu.loops.cache_clear()
+        with pytest.warns(RuntimeWarning, match="using NumPy"):
+            assert geometry_cpu.loops() is None
     finally:
         monkeypatch.undo()
         geometry_cpu.loops.cache_clear()
