@@ -15,6 +15,7 @@ path and the fallback.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -100,7 +101,7 @@ def sample_affine(image, masks: list, inv_q16: tuple[int, ...], out_h: int, out_
     return out_img, out_masks
 
 
-def compiled_loops(image, inv_q16: tuple[int, ...]):
+def compiled_loops(image: Any, inv_q16: tuple[int, ...]) -> ModuleType | None:
     """``ocp_dali.kernels.geometry_cpu`` for a NumPy ``image`` under an axis-aligned map (``inv_q16`` b = d = 0,
     as every LSJ map is) when its compiled loops are available, else None (NumPy / CuPy arrays then)."""
     from ocp_dali.reference import cpu_loops
@@ -182,7 +183,7 @@ def resample_arrays(sample: Sample, p: LSJParams) -> Resampled:
     return Resampled(img, keep, vis_k, tight_boxes(vis_k), amodal[keep], occl[keep], crowd[crowd_keep])
 
 
-def resample_compiled(fast: Any, sample: Sample, p: LSJParams) -> Resampled:
+def resample_compiled(fast: ModuleType, sample: Sample, p: LSJParams) -> Resampled:
     """``Resampled`` by the compiled CPU loops ``fast`` (``compiled_loops``; NumPy arrays): which instances keep a
     pixel is found first, so only their masks are resampled, each only inside its box's window. The outputs
     alias where the inputs do (amodal masks that are the visible masks)."""

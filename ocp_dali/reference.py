@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
 
@@ -100,7 +101,7 @@ def bilinear_q16(img, u, v):
     return ((top * (256 - fv) + bot * fv + 32768) >> 16).astype(xp.uint8)
 
 
-def cpu_loops():
+def cpu_loops() -> ModuleType | None:
     """``ocp_dali.kernels.geometry_cpu`` when its compiled loops can be used (a C++ compiler is there and
     ``OCP_CPU_LOOPS`` is not 0), else None: the NumPy code below is then the CPU path (and always the oracle)."""
     from ocp_dali.kernels import geometry_cpu
