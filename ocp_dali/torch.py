@@ -6,6 +6,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from multiprocessing.context import get_spawning_popen
 from typing import Any, Iterator
 
 import numpy as np
@@ -15,7 +16,8 @@ from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
 from ocp_dali.errors import DataError
 from ocp_dali.pipeline import OUTPUT_NAMES, build_pipeline, decoder_bytes, reference_sample, shard_indices
-from ocp_dali.workers import Deadline, WorkerError, dead_error, hung_error, worker_processes
+from ocp_dali.workers import (Deadline, WorkerError, WorkerStartError, check_main_guard, dead_error, hung_error,
+                              start_workers, worker_processes)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,18 @@ def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def require_gpu(who: str) -> None:
+    """Raise a ``RuntimeError`` naming the CPU option when ``who`` (something built with ``device="gpu"``) has no
+    CUDA GPU to run on: the outputs are CUDA torch tensors, so torch must see one."""
+    if torch.cuda.is_available():
+        return
+    why = ("this torch build has no CUDA support" if torch.version.cuda is None
+           else "torch finds no CUDA device (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides it)")
+    raise RuntimeError(f"{who}: device=\"gpu\" needs a CUDA GPU, and there is none here: {why} "
+                       f"(torch {torch.__version__}). Use device=\"cpu\": the same DALI graph on CPU operators, "
+                       "with the NumPy reference for the OC&P step")
 
 
 def _to_torch_list(tl, device: str) -> list[torch.Tensor]:
@@ -106,6 +120,8 @@ class OCPLoader:
             raise ValueError(f"OCPLoader: timeout must be a positive number of seconds or None, got {timeout!r}")
         if on_bad_image not in ON_BAD_IMAGE:
             raise ValueError(f"OCPLoader: on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
+        if device == "gpu":
+            require_gpu("OCPLoader")
         rank, world = _dist_rank_world()
         self.timeout = timeout
         self.on_bad_image = on_bad_image
@@ -130,10 +146,17 @@ class OCPLoader:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def _build(self, start_iteration: int = 0) -> None:
+        """A new pipeline from batch ``start_iteration`` of the current epoch; its workers start at once, and a
+        worker that cannot start raises ``WorkerStartError`` (see ``ocp_dali.workers.start_workers``)."""
         self.close()
         self._pipe, self.source = build_pipeline(self.dataset, self.cfg, epoch=self._epoch,
                                                  start_iteration=start_iteration,
                                                  bad=frozenset(self._bad), **self.kw)
+        try:
+            start_workers(self._pipe, "OCPLoader")
+        except WorkerStartError:
+            self.close()
+            raise
         self._pipe.build()
         self._built_epoch, self._completed, self._partial = self._epoch, 0, False
 
@@ -325,6 +348,14 @@ class OCPDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The dataset's state; when a DataLoader pickles it for a worker it spawns ("spawn" or "forkserver"),
+        first a check that the main script does not start that DataLoader at its top level unguarded (each worker
+        imports the main script again: ``ocp_dali.workers.check_main_guard``)."""
+        if get_spawning_popen() is not None:
+            check_main_guard("a DataLoader over OCPDataset starts spawned workers")
+        return self.__dict__
 
     def __len__(self) -> int:
         return len(self.dataset)
