@@ -1,4 +1,4 @@
-"""The project's main path on the embedded data: ``python -m ocp_dali.demo [--steps 8] [--out out/demo]``.
+"""The project's main path on the embedded data: ``python -m ocp_dali.demo [--steps 16] [--out out/demo]``.
 
 ``SyntheticScenes`` -> the DALI graph through ``OCPLoader`` (GPU operators and the CuPy kernels where torch sees a
 CUDA GPU, DALI's CPU operators and the NumPy reference otherwise) -> a few steps of the plain PyTorch training loop
@@ -18,13 +18,14 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-import torch
 
 from ocp_dali.data.synthetic import SyntheticScenes
 from ocp_dali.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from ocp_dali.preview import PRESETS, draw_grid, make_config
 from ocp_dali.sample import Sample
-from ocp_dali.torch import OCPLoader
+
+# torch and ocp_dali.torch are imported inside the functions: DALI's spawned workers import this module again
+# (it is the main module), and torch would add seconds to each worker's start.
 
 PREVIEW_ROWS = 3
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plain_torch_loop.py"
@@ -42,6 +43,8 @@ def example_loop() -> ModuleType:
 
 def batch_sample(batch: dict, k: int) -> Sample:
     """Sample ``k`` of an ``OCPLoader`` batch (normalised CHW images) as a ``Sample`` on the CPU, for drawing."""
+    import torch
+
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     image = (batch["images"][k].cpu() * std + mean).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
@@ -83,7 +86,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line arguments of the demo."""
     p = argparse.ArgumentParser(prog="python -m ocp_dali.demo", description=__doc__.split("\n")[0])
     p.add_argument("--num-images", type=int, default=32, help="synthetic dataset size")
-    p.add_argument("--steps", type=int, default=8, help="training steps")
+    p.add_argument("--steps", type=int, default=16, help="training steps (two epochs of the default data)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--size", type=int, default=256, help="output size of the large-scale jitter")
     p.add_argument("--workers", type=int, default=2, help="DALI worker processes")
@@ -99,6 +102,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def train_on_loader(args: argparse.Namespace, device: str) -> tuple[dict, list[tuple[Sample, Sample]]]:
     """Run ``args.steps`` training steps on the loader; the summary and the preview pairs."""
     from tqdm import tqdm
+
+    from ocp_dali.torch import OCPLoader
 
     loop = example_loop()
     dataset = SyntheticScenes(args.num_images, seed=args.seed)
@@ -135,6 +140,8 @@ def train_on_loader(args: argparse.Namespace, device: str) -> tuple[dict, list[t
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns 0."""
+    import torch
+
     args = parse_args(argv)
     device = "gpu" if torch.cuda.is_available() else "cpu"
     summary, preview = train_on_loader(args, device)

@@ -49,16 +49,17 @@ def run(tmp_path: Path, source: str, limit: float = 120) -> tuple[subprocess.Com
     return r, time.monotonic() - started
 
 
-def last_line(r: subprocess.CompletedProcess) -> str:
+def fails_at_once(tmp_path: Path, source: str) -> str:
+    """Run the script, check that it failed within 30 s, and return the last line of its stderr (the error)."""
+    r, seconds = run(tmp_path, source)
+    assert r.returncode != 0 and seconds < 30, (seconds, r.stderr[-2000:])
     return r.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("ballast", [0, 1 << 20], ids=["small", "larger-than-a-pipe"])
 def test_dali_worker_that_dies_while_starting_fails_the_loader_at_once(tmp_path, ballast):
     pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
-    r, seconds = run(tmp_path, DIES_WHILE_STARTING.format(ballast=ballast))
-    assert r.returncode != 0 and seconds < 30, (seconds, r.stderr[-2000:])
-    line = last_line(r)
+    line = fails_at_once(tmp_path, DIES_WHILE_STARTING.format(ballast=ballast))
     assert line.startswith("ocp_dali.workers.WorkerStartError: OCPLoader: the DALI worker processes could not "
                            "start"), line
     assert "script.py again" in line and 'if __name__ == "__main__":' in line, line
@@ -66,9 +67,7 @@ def test_dali_worker_that_dies_while_starting_fails_the_loader_at_once(tmp_path,
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_dataloader_over_ocpdataset_from_an_unguarded_script_names_the_guard(tmp_path, method):
-    r, seconds = run(tmp_path, DATASET_SPAWN_UNGUARDED.format(method=method))
-    assert r.returncode != 0 and seconds < 30, (seconds, r.stderr[-2000:])
-    line = last_line(r)
+    line = fails_at_once(tmp_path, DATASET_SPAWN_UNGUARDED.format(method=method))
     assert line.startswith("ocp_dali.workers.WorkerStartError: a DataLoader over OCPDataset starts spawned "
                            "workers at the top level of "), line
     assert "script.py (line 7)" in line and 'if __name__ == "__main__":' in line, line
