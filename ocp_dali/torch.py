@@ -107,7 +107,10 @@ class OCPLoader:
     code or signal, the epoch, the batch and its dataset indices) at once; one that hangs, after ``timeout``
     seconds (the seconds one pipeline run may take: one batch, the first of an epoch also fills the prefetch
     queue; None waits for ever), when the loader kills the workers. The loader is then closable and starts a new
-    pipeline on the next ``iter()``.
+    pipeline on the next ``iter()``. The workers are spawned processes that import the main script again: a script
+    that iterates the loader at its top level without ``if __name__ == "__main__":`` gets a ``WorkerStartError``
+    naming the line before any worker starts, and a worker that dies while starting raises ``WorkerStartError`` at
+    once. ``device="gpu"`` where torch sees no CUDA GPU raises a ``RuntimeError`` naming ``device="cpu"``.
     """
 
     def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, device: str = "gpu",
