@@ -232,7 +232,8 @@ def spawn_hint() -> str:
 def _launch_closing_child_fds(self: Any, process_obj: Any) -> None:
     """``popen_spawn_posix.Popen._launch`` of CPython 3.11 with the fix of gh-118981 (CPython >= 3.13.8): the
     parent closes its copies of the child's pipe ends right after the spawn, so a child that dies before reading
-    its start-up data makes the parent's write fail (BrokenPipeError) instead of blocking for ever."""
+    its start-up data makes the parent's write fail (BrokenPipeError) instead of blocking for ever. Adapted from
+    CPython's Lib/multiprocessing/popen_spawn_posix.py (PSF License); it reads the ``Popen``'s own fields."""
     from multiprocessing import resource_tracker
     from multiprocessing.context import set_spawning_popen
 
