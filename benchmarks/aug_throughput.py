@@ -3,15 +3,17 @@ CPU path in the same mmdet pipeline (Simple mode for a like-for-like race, and O
 worker processes, plus ocp_dali on the GPU where one is present.
 
     python benchmarks/aug_throughput.py              # embedded default: synthetic COCO-like scenes, full sweep
-    python benchmarks/aug_throughput.py --quick      # CI smoke test, under a minute on 2 CPU cores
+    python benchmarks/aug_throughput.py --quick      # CI smoke test (one resolution, 4 images, one repeat)
     python benchmarks/aug_throughput.py --ann A.json --images DIR
+    python benchmarks/aug_throughput.py --publish    # write into benchmarks/results/ (the published figures)
 
 Each path runs the same mmdet load pipeline (decode, masks, LSJ: RandomResize(0.1-2.0) -> RandomCrop -> Flip ->
 Pad) and differs only in its copy-paste transform. Measured: the copy-paste step alone on identical prepared inputs
 (the same destination and source images for every path: "step"), the whole pipeline per core ("pipeline"), and img/s
 of a torch DataLoader with 1..N workers ("workers").
 Medians and quartiles over repeats after a warm-up. Per-core runs happen in a fresh process each, whose peak RSS is
-reported. Writes JSON and a PNG plot to ``--out`` and prints a table and the summary line.
+reported. Writes JSON and a PNG plot to ``--out`` (default ``out/benchmarks/``; ``--publish``: ``benchmarks/results/``)
+and prints a table and the summary line.
 """
 from __future__ import annotations
 
@@ -293,7 +295,7 @@ def parse_size(s: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ann"), ap.add_argument("--images")
-    ap.add_argument("--quick", action="store_true", help="CI smoke test (under a minute on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="CI smoke test: one resolution, 4 images, one repeat")
     ap.add_argument("--resolutions", nargs="+", default=["640", "1024", "1333x800"])
     ap.add_argument("--people", nargs="+", type=int, default=[4, 10])
     ap.add_argument("--workers", nargs="+", type=int, default=None)
@@ -302,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="paste_num sweep of the OC&P path (1024², most people, 3-image basket); 'lo,hi'")
     ap.add_argument("--images-per-run", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out", default=None, help="output folder (default: out/benchmarks/)")
+    ap.add_argument("--publish", action="store_true", help="write into benchmarks/results/ (the published figures)")
     ap.add_argument("--tag", default=None, help="file name tag (default: cpu or the GPU name)")
     ap.add_argument("--train", action="store_true", help="also time Mask R-CNN iterations (CPU vs DALI loader)")
     ap.add_argument("--train-config", default="configs/mask_rcnn/mask-rcnn_r18_fpn_ocp_tiny-cpu.py")
@@ -310,9 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-cfg-options", nargs="*", default=[],
                     help="extra --cfg-options for the --train runs (e.g. model.backbone.init_cfg=None offline)")
     args = ap.parse_args(argv)
+    if args.publish and args.out:
+        ap.error("--publish writes into benchmarks/results/: give --out or --publish, not both")
+    args.out = args.out or str(ROOT / ("benchmarks/results" if args.publish else "out/benchmarks"))
     if args.quick:
         args.resolutions, args.people, args.batch_sizes, args.paste_nums = ["1024"], [4], [2], []
-        args.images_per_run, args.repeats = 6, 1
+        args.images_per_run, args.repeats = 4, 1
         args.workers = args.workers or [1, 2]
     workers = args.workers or sorted({1, 2, max(1, (os.cpu_count() or 2))})
     from tqdm import tqdm

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -46,25 +47,41 @@ def targets(batch: dict, size: int) -> torch.Tensor:
     return F.interpolate(t, size=(size, size), mode="nearest")
 
 
-def train(loader: OCPLoader, iterations: int, lr: float = 1e-2) -> list[float]:
-    device = "cuda" if loader.device == "gpu" else "cpu"
-    model = TinyFCN().to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    losses: list[float] = []
-    epoch = 0
-    while len(losses) < iterations:
+def make_model(device: str, lr: float = 1e-2) -> tuple[TinyFCN, torch.optim.Optimizer]:
+    """The model and its optimiser on the torch device of a loader built with ``device`` ("gpu" or "cpu")."""
+    model = TinyFCN().to("cuda" if device == "gpu" else "cpu")
+    return model, torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+
+def train_step(model: TinyFCN, opt: torch.optim.Optimizer, batch: dict) -> float:
+    """One optimiser step on an ``OCPLoader`` batch; the loss."""
+    logits = model(batch["images"])
+    loss = F.binary_cross_entropy_with_logits(logits, targets(batch, logits.shape[-1]))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def batches(loader: OCPLoader, iterations: int) -> Iterator[tuple[int, dict]]:
+    """``(epoch, batch)`` for ``iterations`` batches, epoch after epoch (``set_epoch`` at each epoch's start)."""
+    done, epoch = 0, 0
+    while done < iterations:
         loader.set_epoch(epoch)
         for batch in loader:
-            logits = model(batch["images"])
-            loss = F.binary_cross_entropy_with_logits(logits, targets(batch, logits.shape[-1]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            print(f"epoch {epoch} iter {len(losses)} loss {losses[-1]:.4f} pasted so far {loader.stats['pasted']}")
-            if len(losses) >= iterations:
-                break
+            yield epoch, batch
+            done += 1
+            if done >= iterations:
+                return
         epoch += 1
+
+
+def train(loader: OCPLoader, iterations: int, lr: float = 1e-2) -> list[float]:
+    model, opt = make_model(loader.device, lr)
+    losses: list[float] = []
+    for epoch, batch in batches(loader, iterations):
+        losses.append(train_step(model, opt, batch))
+        print(f"epoch {epoch} iter {len(losses)} loss {losses[-1]:.4f} pasted so far {loader.stats['pasted']}")
     return losses
 
 

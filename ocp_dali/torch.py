@@ -6,6 +6,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from multiprocessing.context import get_spawning_popen
 from typing import Any, Iterator
 
 import numpy as np
@@ -19,7 +20,8 @@ from ocp_dali.data.usable import UsableImages
 from ocp_dali.pipeline import build_pipeline
 from ocp_dali.source import shard_indices
 from ocp_dali.wire import OUTPUT_NAMES, InfoRow
-from ocp_dali.workers import Deadline, WorkerError, dead_error, hung_error, worker_processes
+from ocp_dali.workers import (Deadline, WorkerError, WorkerStartError, check_main_guard, dead_error, hung_error,
+                              start_workers, worker_processes)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,18 @@ def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def require_gpu(who: str) -> None:
+    """Raise a ``RuntimeError`` naming the CPU option when ``who`` (something built with ``device="gpu"``) has no
+    CUDA GPU to run on: the outputs are CUDA torch tensors, so torch must see one."""
+    if torch.cuda.is_available():
+        return
+    why = ("this torch build has no CUDA support" if torch.version.cuda is None
+           else "torch finds no CUDA device (no GPU, no driver, or CUDA_VISIBLE_DEVICES hides it)")
+    raise RuntimeError(f"{who}: device=\"gpu\" needs a CUDA GPU, and there is none here: {why} "
+                       f"(torch {torch.__version__}). Use device=\"cpu\": the same DALI graph on CPU operators, "
+                       "with the NumPy reference for the OC&P step")
 
 
 def _to_torch_list(tl, device: str) -> list[torch.Tensor]:
@@ -97,7 +111,10 @@ class OCPLoader:
     code or signal, the epoch, the batch and its dataset indices) at once; one that hangs, after ``timeout``
     seconds (the seconds one pipeline run may take: one batch, the first of an epoch also fills the prefetch
     queue; None waits for ever), when the loader kills the workers. The loader is then closable and starts a new
-    pipeline on the next ``iter()``.
+    pipeline on the next ``iter()``. The workers are spawned processes that import the main script again: a script
+    that iterates the loader at its top level without ``if __name__ == "__main__":`` gets a ``WorkerStartError``
+    naming the line before any worker starts, and a worker that dies while starting raises ``WorkerStartError`` at
+    once. ``device="gpu"`` where torch sees no CUDA GPU raises a ``RuntimeError`` naming ``device="cpu"``.
     """
 
     def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, device: str = "gpu",
@@ -110,6 +127,8 @@ class OCPLoader:
             raise ValueError(f"OCPLoader: timeout must be a positive number of seconds or None, got {timeout!r}")
         if on_bad_image not in ON_BAD_IMAGE:
             raise ValueError(f"OCPLoader: on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
+        if device == "gpu":
+            require_gpu("OCPLoader")
         rank, world = _dist_rank_world()
         self.timeout = timeout
         self.on_bad_image = on_bad_image
@@ -134,10 +153,17 @@ class OCPLoader:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def _build(self, start_iteration: int = 0) -> None:
+        """A new pipeline from batch ``start_iteration`` of the current epoch; its workers start at once, and a
+        worker that cannot start raises ``WorkerStartError`` (see ``ocp_dali.workers.start_workers``)."""
         self.close()
         self._pipe, self.source = build_pipeline(self.dataset, self.cfg, epoch=self._epoch,
                                                  start_iteration=start_iteration,
                                                  bad=frozenset(self._bad), **self.kw)
+        try:
+            start_workers(self._pipe, "OCPLoader")
+        except WorkerStartError:
+            self.close()
+            raise
         self._pipe.build()
         self._built_epoch, self._completed, self._partial = self._epoch, 0, False
 
@@ -323,6 +349,14 @@ class OCPDataset(torch.utils.data.Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The dataset's state; when a DataLoader pickles it for a worker it spawns ("spawn" or "forkserver"),
+        first a check that the main script does not start that DataLoader at its top level unguarded (each worker
+        imports the main script again: ``ocp_dali.workers.check_main_guard``)."""
+        if get_spawning_popen() is not None:
+            check_main_guard("a DataLoader over OCPDataset starts spawned workers")
+        return self.__dict__
 
     def __len__(self) -> int:
         return len(self.dataset)

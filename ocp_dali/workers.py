@@ -9,16 +9,34 @@ worker that hangs inside the callback is never noticed: ``pipe.run()`` blocks fo
 So ``Deadline`` kills the workers when a run takes longer than the timeout, which turns a hang into a death that
 DALI's own observer then handles (the blocked ``pipe.run()`` raises), and ``hung_error`` / ``dead_error`` turn
 either case into a ``WorkerError`` that names the process, the epoch, the batch and its dataset indices.
+
+Start-up: DALI starts its workers with the "spawn" method, and a spawned process first imports the main script
+again (as ``__mp_main__``). A script that starts a loader at its top level, outside ``if __name__ == "__main__":``,
+makes every worker start a loader of its own while importing it, which fails. On CPython before 3.13.8 the parent
+then never returns (gh-118981: it writes the worker's start-up data, larger than a pipe buffer when the dataset is
+large, into a pipe whose read end it still holds itself, while the dead worker never reads it).
+``check_main_guard`` refuses that case before any worker starts; ``start_workers`` starts the pool with CPython's
+fix applied, so that any other worker that dies while starting fails the loader at once (``WorkerStartError``).
 """
 from __future__ import annotations
 
+import ast
+import contextlib
+import functools
+import inspect
+import io
 import multiprocessing
+import os
 import signal
+import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from multiprocessing import popen_spawn_posix, reduction, spawn, util
 from types import TracebackType
 from typing import Any
+
+GUARD = 'if __name__ == "__main__":'
 
 
 class WorkerError(RuntimeError):
@@ -28,6 +46,10 @@ class WorkerError(RuntimeError):
     def __init__(self, message: str, *, epoch: int, batch: int, indices: Sequence[int]) -> None:
         super().__init__(message)
         self.epoch, self.batch, self.indices = epoch, batch, [int(i) for i in indices]
+
+
+class WorkerStartError(RuntimeError):
+    """The loader's worker processes could not start (or a worker would import a script that starts loaders)."""
 
 
 def worker_processes(pipe: Any) -> list[multiprocessing.Process]:
@@ -130,3 +152,155 @@ def dead_error(processes: Sequence[multiprocessing.Process], *, epoch: int, batc
     if dead is None:
         return None
     return WorkerError(f"DALI {dead} ({_where(epoch, batch, indices)})", epoch=epoch, batch=batch, indices=indices)
+
+
+# -- start-up -----------------------------------------------------------------------------------------------------
+def _main_reimported() -> bool:
+    """Whether spawned processes import this process's main module again (as ``multiprocessing.spawn`` decides:
+    by module name unless it is a package's ``__main__``, else by file path; never for ``-c`` or a REPL)."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None:
+        return not (name == "__main__" or name.endswith(".__main__"))
+    return getattr(main, "__file__", None) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _guarded_lines(path: str) -> tuple[tuple[int, int], ...] | None:
+    """The line ranges of the bodies of every ``if __name__ == "__main__":`` in the file; None if unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    ranges = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1 \
+                and isinstance(node.test.ops[0], ast.Eq):
+            sides = {ast.unparse(node.test.left), ast.unparse(node.test.comparators[0])}
+            if sides in ({"__name__", "'__main__'"}, {"__name__", '"__main__"'}):
+                ranges.append((node.body[0].lineno, node.body[-1].end_lineno or node.body[-1].lineno))
+    return tuple(ranges)
+
+
+def unguarded_main_line() -> tuple[str, int, bool] | None:
+    """``(script, line, in_worker)`` when the caller runs at the top level of a main script that spawned workers
+    import again, outside ``if __name__ == "__main__":`` (``in_worker``: this process is such a worker, importing
+    it now); None otherwise (the call is guarded, or spawned workers do not import the main script)."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "<module>":
+            path, line = frame.f_code.co_filename, frame.f_lineno
+            name = frame.f_globals.get("__name__")
+            if name == "__mp_main__":
+                return path, line, True
+            if name == "__main__" and _main_reimported():
+                guarded = _guarded_lines(path)
+                if guarded is not None and not any(a <= line <= b for a, b in guarded):
+                    return path, line, False
+        frame = frame.f_back
+    return None
+
+
+def check_main_guard(what: str) -> None:
+    """Raise ``WorkerStartError`` naming the script line and the fix when ``what`` (something about to start
+    spawned workers) runs unguarded at the top level of the main script (``unguarded_main_line``)."""
+    found = unguarded_main_line()
+    if found is None:
+        return
+    path, line, in_worker = found
+    if in_worker:
+        raise WorkerStartError(
+            f"{what}: this process is a spawned worker importing the main script {path}, whose line {line} starts "
+            f"workers again. Put the script's top-level code under `{GUARD}`")
+    raise WorkerStartError(
+        f"{what} at the top level of {path} (line {line}), outside `{GUARD}`: its worker processes are started "
+        f"with the 'spawn' method, and each imports the main script again before it runs, so every worker would "
+        f"run that line too and fail while starting. Put the script's top-level code under `{GUARD}`")
+
+
+def spawn_hint() -> str:
+    """What a spawned worker does first, when it imports the main script again; '' when it does not."""
+    if not _main_reimported():
+        return ""
+    main = sys.modules["__main__"]
+    script = getattr(main, "__file__", None) or getattr(main.__spec__, "name", "")
+    return (f" Spawned workers first import the main script {script} again: anything at its top level runs in "
+            f"every worker, so keep it under `{GUARD}`.")
+
+
+def _launch_closing_child_fds(self: Any, process_obj: Any) -> None:
+    """``popen_spawn_posix.Popen._launch`` of CPython 3.11 with the fix of gh-118981 (CPython >= 3.13.8): the
+    parent closes its copies of the child's pipe ends right after the spawn, so a child that dies before reading
+    its start-up data makes the parent's write fail (BrokenPipeError) instead of blocking for ever. Adapted from
+    CPython's Lib/multiprocessing/popen_spawn_posix.py (PSF License); it reads the ``Popen``'s own fields."""
+    from multiprocessing import resource_tracker
+    from multiprocessing.context import set_spawning_popen
+
+    tracker_fd = resource_tracker.getfd()
+    self._fds.append(tracker_fd)
+    prep_data = spawn.get_preparation_data(process_obj._name)
+    fp = io.BytesIO()
+    set_spawning_popen(self)
+    try:
+        reduction.dump(prep_data, fp)
+        reduction.dump(process_obj, fp)
+    finally:
+        set_spawning_popen(None)
+    parent_r = child_w = child_r = parent_w = None
+    try:
+        parent_r, child_w = os.pipe()
+        child_r, parent_w = os.pipe()
+        cmd = spawn.get_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
+        self._fds.extend([child_r, child_w])
+        self.pid = util.spawnv_passfds(spawn.get_executable(), cmd, self._fds)
+        for fd in (child_r, child_w):  # the fix: the child has its own copies now
+            os.close(fd)
+        child_r = child_w = None
+        self.sentinel = parent_r
+        with open(parent_w, "wb", closefd=False) as f:
+            f.write(fp.getbuffer())
+    finally:
+        self.finalizer = util.Finalize(self, util.close_fds, [fd for fd in (parent_r, parent_w) if fd is not None])
+        for fd in (child_r, child_w):
+            if fd is not None:
+                os.close(fd)
+
+
+_ORIGINAL_LAUNCH = popen_spawn_posix.Popen._launch
+_fix_lock = threading.Lock()
+_fix_users = 0
+
+
+@contextlib.contextmanager
+def _spawn_fix() -> Iterator[None]:
+    """CPython's fix of gh-118981 in ``multiprocessing``'s spawn launcher while the block runs (on Pythons that
+    lack it); the original comes back when the last of overlapping blocks (loaders in several threads) ends."""
+    global _fix_users
+    if sys.version_info >= (3, 13, 8):
+        yield
+        return
+    with _fix_lock:
+        if _fix_users == 0:
+            popen_spawn_posix.Popen._launch = _launch_closing_child_fds  # type: ignore[method-assign]
+        _fix_users += 1
+    try:
+        yield
+    finally:
+        with _fix_lock:
+            _fix_users -= 1
+            if _fix_users == 0:
+                popen_spawn_posix.Popen._launch = _ORIGINAL_LAUNCH  # type: ignore[method-assign]
+
+
+def start_workers(pipe: Any, what: str) -> None:
+    """Start the worker pool of a DALI pipeline (``pipe.start_py_workers()``); a worker that cannot start, or
+    dies while starting, raises ``WorkerStartError`` at once, naming the cause."""
+    check_main_guard(what)
+    with _spawn_fix():
+        try:
+            pipe.start_py_workers()
+        except Exception as e:
+            raise WorkerStartError(
+                f"{what}: the DALI worker processes could not start ({type(e).__name__}: {e}); a worker that "
+                f"exits while starting prints its own error above.{spawn_hint()}") from e

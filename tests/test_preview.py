@@ -11,21 +11,24 @@ pytest.importorskip("tqdm")
 from ocp_dali import demo, preview  # noqa: E402
 
 SUMMARY_FIELDS = (
-    "samples", "mean_instances_before", "mean_instances_after", "total_pasted", "skipped", "dropped_existing",
-    "dropped_pasted", "mean_occlusion_pasted", "mean_occlusion_existing", "frac_pasted_overlapping_existing",
-    "ms_per_sample",
+    "device", "preset", "steps", "images", "img_per_s", "pasted", "dropped", "dropped_by_crop", "skipped_images",
+    "mean_occlusion_pasted", "mean_occlusion_existing", "first_loss", "last_loss",
 )
 
 
-def test_demo_writes_summary_and_preview(tmp_path):
-    assert demo.main(["--num-images", "8", "--samples", "12", "--out", str(tmp_path)]) == 0
+def test_demo_trains_on_the_loader_and_draws_its_batches(tmp_path, capsys):
+    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+    assert demo.main(["--num-images", "6", "--steps", "3", "--batch-size", "2", "--size", "128", "--out",
+                      str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    for field in SUMMARY_FIELDS:
-        assert field in summary, field
-    assert summary["samples"] == 12
-    assert summary["total_pasted"] > 0
-    assert 0.0 <= summary["frac_pasted_overlapping_existing"] <= 1.0
-    assert (tmp_path / "preview.png").stat().st_size > 0
+    assert tuple(summary) == SUMMARY_FIELDS
+    assert summary["steps"] == 3 and summary["images"] == 6 and summary["img_per_s"] > 0
+    assert summary["pasted"] > 0 and 0.0 <= summary["mean_occlusion_pasted"] <= 1.0
+    assert summary["first_loss"] > 0 and summary["last_loss"] > 0
+    table = {line.split()[0]: line.split()[-1] for line in capsys.readouterr().out.splitlines()
+             if len(line.split()) == 2}
+    assert table["images"] == "6" and table["device"] == summary["device"]
+    assert (tmp_path / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_preview_synthetic_writes_png(tmp_path):
