@@ -59,10 +59,10 @@ def settings(dry: bool) -> dict[str, Any]:
     if dry:
         return dict(device="cpu", size=128, batch=2, workers=[1], mmdet_workers=1, hyp_examples=5, real_images=2,
                     loader_batches=2, loader_size=128, min_seconds=0.5, synth_n=8, train_batch=2,
-                    train_workers=0, warmup=0, timed_iters=1, big_side=256, big_people=20)
+                    geometries=["m2f"], train_workers=0, warmup=0, timed_iters=1, big_side=256, big_people=20)
     return dict(device="gpu", size=1024, batch=16, workers=[4, 8, 14], mmdet_workers=14, hyp_examples=200,
                 real_images=80, loader_batches=2, loader_size=512, min_seconds=3.0, synth_n=64, train_batch=8,
-                train_workers=14, warmup=5, timed_iters=30, big_side=8192, big_people=300)
+                geometries=["m2f", "mrcnn"], train_workers=14, warmup=5, timed_iters=30, big_side=8192, big_people=300)
 
 
 def backend(dry: bool):
@@ -362,7 +362,7 @@ def step_b(args, rec: Recorder) -> None:
                 lambda: loader_rate(ds, ocp, dev, s["batch"], s["size"], w, True, s["min_seconds"]))
     guarded(rec, f"dali_{dev}_m2f_prob0_w{big}",
             lambda: loader_rate(ds, off, dev, s["batch"], s["size"], big, True, s["min_seconds"]))
-    for name, cfg in (("ocp", ocp), ("prob0", off)):
+    for name, cfg in (("ocp", ocp), ("prob0", off)) if "mrcnn" in s["geometries"] else ():
         guarded(rec, f"dali_{dev}_mrcnn_{name}_w{big}",
                 lambda: loader_rate(ds, cfg, dev, s["batch"], s["size"], big, False, s["min_seconds"]))
     if dev == "gpu":

@@ -36,7 +36,8 @@ python3 -m pip download -q --no-deps "${TARGET[@]}" -d "$DIR/wheels" "${PACKAGES
 du -sh "$DIR/wheels" "$DIR/stage/src"/*
 
 echo "== install into a tree as the GPU machine will see it (pip --target for Python 3.12), then slim"
-python3 -m pip install -q --no-deps --no-compile --no-index "${TARGET[@]}" --target "$DIR/stage/site" "$DIR"/wheels/*.whl
+python3 -m pip install -q --no-deps --no-compile --no-index "${TARGET[@]}" --target "$DIR/stage/site" \
+  "$DIR"/wheels/*.whl
 du -sh "$DIR/stage/site"
 python3 tools/gpu_bundle.py slim "$DIR/stage/site"
 du -sh "$DIR/stage/site"

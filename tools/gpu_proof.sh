@@ -51,7 +51,8 @@ export PYTHONPATH="$ROOT/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OCP_DATA="$ROOT/data"
 DATA=(); [ -d "$ROOT/data/coco_mini/val2017" ] && DATA=(--data "$ROOT/data/coco_mini")
 # step a needs no mmcv: it runs while the build finishes; b..e need mmdet, hence mmcv's ops
-"$PY" benchmarks/gpu_proof.py --steps a --deadline "$DEADLINE" --out "$RESULTS" "${DATA[@]}" 2>&1 | tee -a "$RESULTS/gpu_proof.log"
+"$PY" benchmarks/gpu_proof.py --steps a --deadline "$DEADLINE" --out "$RESULTS" "${DATA[@]}" 2>&1 |
+  tee -a "$RESULTS/gpu_proof.log"
 
 echo "== wait for the mmcv build (until 300 s before the deadline)"
 while [ ! -e "$ROOT/mmcv_build.done" ] && [ "$(date -u +%s)" -lt $(( DEADLINE - 300 )) ]; do sleep 1; done
@@ -62,4 +63,5 @@ if [ "$(cat "$ROOT/mmcv_build.done" 2>/dev/null)" = "0" ]; then
 else
   echo "gpu_proof: the mmcv build did not finish (see mmcv_build.log): the mmdet rows will record the failure"
 fi
-"$PY" benchmarks/gpu_proof.py --steps b,c,d,e --deadline "$DEADLINE" --out "$RESULTS" "${DATA[@]}" 2>&1 | tee -a "$RESULTS/gpu_proof.log"
+"$PY" benchmarks/gpu_proof.py --steps b,c,d,e --deadline "$DEADLINE" --out "$RESULTS" "${DATA[@]}" 2>&1 |
+  tee -a "$RESULTS/gpu_proof.log"
