@@ -649,8 +649,9 @@ def headline(step: str, r: dict) -> str:
     if step == "a":
         return " ".join(f"{k}={'ok' if (v or {}).get('ok') else 'FAIL'}" for k, v in r.items())
     if step == "b":
+        kms = (r.get("kernels_gpu_ms") or {}).get("ms_per_image")
         return " ".join(f"{k}={med(v):.0f}" for k, v in r.items() if med(v)) + \
-            f" kernels_ms/img={(r.get('kernels_gpu_ms') or {}).get('ms_per_image')}"
+            (f" kernels={kms:.2f}ms/img" if kms else "")
     if step in "cd":
         return " ".join(f"{k}={med(v):.3f}s/it" for k, v in r.items() if med(v)) or str(r.get("skipped", ""))
     return " ".join(f"{k}:{'error' if (v or {}).get('error') else 'ok'}" for k, v in r.items()
@@ -665,16 +666,14 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-    r = report["steps"].get("b", {}).get("result", {})
-    for geo, cfg in (("m2f", "ocp"), ("m2f", "prob0"), ("mrcnn", "ocp"), ("mrcnn", "prob0")):
-        pts = sorted((int(k.rsplit("_w", 1)[1]), v["img_per_s"]["median"]) for k, v in r.items()
-                     if k.startswith(("dali_gpu", "dali_cpu")) and f"_{geo}_{cfg}_w" in k and "dali_cpu" not in k
-                     and isinstance(v, dict) and (v.get("img_per_s") or {}).get("median"))
-        if pts:
-            a.plot(*zip(*pts), marker="o", label=f"DALI GPU graph, {geo}, {cfg}")
-    for k, v in r.items():
-        if (k.startswith("mmdet_") or k.startswith("dali_cpu")) and isinstance(v, dict) and v.get("img_per_s"):
-            a.scatter([int(k.rsplit("_w", 1)[1])], [v["img_per_s"]["median"]], marker="s", label=k)
+    series: dict[str, list[tuple[int, float]]] = {}  # "dali_gpu_m2f_ocp" -> [(workers, img/s)]
+    for k, v in report["steps"].get("b", {}).get("result", {}).items():
+        rate = ((v.get("img_per_s") or {}).get("median")) if isinstance(v, dict) else None
+        if rate and "_w" in k:
+            name, w = k.rsplit("_w", 1)
+            series.setdefault(name, []).append((int(w), rate))
+    for name, pts in sorted(series.items()):
+        a.plot(*zip(*sorted(pts)), marker="o" if name.startswith("dali_gpu") else "s", label=name)
     a.set(xlabel="Python worker processes", ylabel="img/s", title="pipeline throughput (step b)")
     labels, vals = [], []
     for step in "cd":
