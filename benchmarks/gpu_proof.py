@@ -61,7 +61,7 @@ def settings(dry: bool) -> dict[str, Any]:
                     loader_batches=2, loader_size=128, min_seconds=0.5, synth_n=8, train_batch=2,
                     geometries=["m2f"], train_workers=0, warmup=0, timed_iters=1, big_side=256, big_people=20)
     return dict(device="gpu", size=1024, batch=16, workers=[4, 8, 14], mmdet_workers=14, hyp_examples=200,
-                real_images=80, loader_batches=2, loader_size=512, min_seconds=3.0, synth_n=64, train_batch=8,
+                real_images=80, loader_batches=2, loader_size=512, min_seconds=2.0, synth_n=64, train_batch=8,
                 geometries=["m2f", "mrcnn"], train_workers=14, warmup=5, timed_iters=30, big_side=8192, big_people=300)
 
 
@@ -382,11 +382,11 @@ def added_ms(data: dict, dev: str, workers: int) -> dict[str, float | None]:
 
 
 # -- steps c, d: training ----------------------------------------------------------------------------------------
-def data_override(args, geometry: str) -> tuple[str, str, str]:
-    """(data_root, ann_file, img prefix) for the training configs: coco_mini val2017 or synthetic scenes."""
+def data_override(args) -> tuple[str, str, str]:
+    """(data_root, ann_file, img prefix) for the training configs (absolute paths): coco_mini val2017 or synthetic
+    scenes."""
     ann, imgs, _ = coco_files(args, settings(args.dry_run)["size"])
-    return str(ann.parent.parent if ann.parent.name == "annotations" else ann.parent) + "/", \
-        str(ann), str(imgs) + "/"
+    return str(ann.parent) + "/", str(ann), str(imgs) + "/"
 
 
 def lsj_load(size: int, to_float: bool) -> list[dict]:
@@ -408,7 +408,7 @@ def train_config(args, base: Path, variant: str, model: str, out: Path) -> Path:
     MultiImageMixDataset + CopyPaste after LSJ), ``cpu_none`` (OcclusionCopyPaste with prob=0).
     """
     s = settings(args.dry_run)
-    root, ann, img = data_override(args, model)
+    root, ann, img = data_override(args)
     w, iters, size = s["train_workers"], s["warmup"] + s["timed_iters"], s["size"]
     inner = dict(data_root=root, ann_file=ann, data_prefix=dict(img=img))
     tail = [dict(type="RandomFlip", prob=0.5)] if model == "mrcnn" else []
