@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -710,8 +711,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== step {args.step}: {TITLES[args.step]} (cap {args.cap:.0f} s)", flush=True)
         STEP_FUNCS[args.step](args, Recorder(Path(args.work) / f"step_{args.step}.json"))
         return 0
+    own = args.work is None
     args.work = args.work or tempfile.mkdtemp(prefix="gpu_proof_")
-    drive(args)
+    try:
+        drive(args)
+    finally:
+        if own:
+            shutil.rmtree(args.work, ignore_errors=True)
     return 0
 
 
