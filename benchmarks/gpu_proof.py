@@ -60,10 +60,12 @@ def settings(dry: bool) -> dict[str, Any]:
     if dry:
         return dict(device="cpu", size=128, batch=2, workers=[1], mmdet_workers=1, hyp_examples=5, real_images=2,
                     loader_batches=2, loader_size=128, min_seconds=0.5, synth_n=8, train_batch=2,
-                    geometries=["m2f"], train_workers=0, warmup=0, timed_iters=1, big_side=256, big_people=20)
+                    geometries=["m2f"], graph_workers=1, mmdet_repeats=1, train_workers=0, warmup=0, timed_iters=1,
+                    big_side=256, big_people=20)
     return dict(device="gpu", size=1024, batch=16, workers=[4, 8, 14], mmdet_workers=14, hyp_examples=200,
                 real_images=80, loader_batches=2, loader_size=512, min_seconds=2.0, synth_n=64, train_batch=8,
-                geometries=["m2f", "mrcnn"], train_workers=14, warmup=5, timed_iters=30, big_side=8192, big_people=300)
+                geometries=["m2f", "mrcnn"], graph_workers=2, mmdet_repeats=2, train_workers=14, warmup=5,
+                timed_iters=30, big_side=8192, big_people=300)
 
 
 def backend(dry: bool):
@@ -240,8 +242,8 @@ def graph_batches(ds, cfg, device: str, s: dict) -> list[dict]:
     from ocp_dali.torch import OCPLoader
 
     out = []
-    with OCPLoader(ds, cfg, device=device, batch_size=4, output_size=s["loader_size"], seed=7, py_num_workers=2,
-                   normalize=False) as loader:
+    with OCPLoader(ds, cfg, device=device, batch_size=4, output_size=s["loader_size"], seed=7,
+                   py_num_workers=s["graph_workers"], normalize=False) as loader:
         for b in loader:
             out.append({k: ([t.cpu().numpy() for t in v] if isinstance(v, list) and v and hasattr(v[0], "cpu")
                             else (v.cpu().numpy() if hasattr(v, "cpu") else v)) for k, v in b.items()})
@@ -337,11 +339,12 @@ def kernel_ms(ds, be, batch: int, dry: bool) -> dict:
                 timing="host clock, emulator" if dry else "CUDA events (host packing included)")
 
 
-def mmdet_rate(path: str, ann: Path, imgs: Path, size: int, workers: int, n: int) -> dict:
-    """img/s of the mmdet pipeline (LSJ at ``size``) with one copy-paste transform, ``workers`` processes."""
+def mmdet_rate(path: str, ann: Path, imgs: Path, size: int, workers: int, n: int, repeats: int) -> dict:
+    """img/s of the mmdet pipeline (LSJ at ``size``) with one copy-paste transform, ``workers`` processes, batch 2,
+    over ``repeats`` epochs of ``n`` images after a warm-up epoch."""
     from aug_throughput import with_workers
 
-    return with_workers(path, str(ann), str(imgs), (size, size), workers, 2, n, 2)
+    return with_workers(path, str(ann), str(imgs), (size, size), workers, 2, n, repeats)
 
 
 def step_b(args, rec: Recorder) -> None:
@@ -356,7 +359,7 @@ def step_b(args, rec: Recorder) -> None:
     n = min(len(ds), 80)
     for path in ("mmdet_copypaste", "ocp_ocp"):  # first: their DataLoader forks before CUDA starts here
         guarded(rec, f"mmdet_{path}_w{s['mmdet_workers']}",
-                lambda: mmdet_rate(path, ann, imgs, s["size"], s["mmdet_workers"], n))
+                lambda: mmdet_rate(path, ann, imgs, s["size"], s["mmdet_workers"], n, s["mmdet_repeats"]))
     guarded(rec, "kernels_gpu_ms", lambda: kernel_ms(ds, backend(args.dry_run), s["batch"], args.dry_run))
     for w in s["workers"]:
         guarded(rec, f"dali_{dev}_m2f_ocp_w{w}",
@@ -418,7 +421,7 @@ def train_config(args, base: Path, variant: str, model: str, out: Path) -> Path:
              "val_cfg = None", "val_dataloader = None", "val_evaluator = None",
              "test_cfg = None", "test_dataloader = None", "test_evaluator = None", "param_scheduler = []",
              "default_hooks = dict(logger=dict(interval=1), checkpoint=dict(by_epoch=False, interval=10**9))",
-             "log_processor = dict(by_epoch=False)",
+             "log_processor = dict(by_epoch=False, window_size=1)",  # each row its own iteration's times
              f"ocp_dali = dict(output_size={size}, py_num_workers={max(1, w)}, num_threads=4)"]
     if not args.dry_run:
         lines += ["optim_wrapper = dict(type='AmpOptimWrapper')", "model = dict(backbone=dict(init_cfg=None))"]
@@ -513,14 +516,14 @@ def step_d(args, rec: Recorder) -> None:
 
 
 # -- step e: faults ----------------------------------------------------------------------------------------------
-def epoch_report(ds, device: str, size: int, batch: int) -> dict:
+def epoch_report(ds, device: str, size: int, batch: int, workers: int) -> dict:
     """One epoch of the DALI graph over ``ds``: samples, skips and stats, or the error it raised."""
     from ocp_dali import OCPConfig
     from ocp_dali.torch import OCPLoader
 
     t0 = time.perf_counter()
     try:
-        with OCPLoader(ds, OCPConfig.ocp(), device=device, batch_size=batch, output_size=size, py_num_workers=2,
+        with OCPLoader(ds, OCPConfig.ocp(), device=device, batch_size=batch, output_size=size, py_num_workers=workers,
                        timeout=120) as loader:
             seen = [i for b in loader for i in b["indices"]]
             return dict(samples=len(seen), images=len(ds), skips=[str(s) for s in loader.skips][:20],
@@ -545,13 +548,14 @@ def step_e(args, rec: Recorder) -> None:
                                      images=len(ds), skipped="dry run: corpus written, no epoch"))
     else:
         guarded(rec, "fault_corpus", lambda: dict(bad_images=len(corpus.bad_images), good_images=len(corpus.good),
-                                                  **epoch_report(ds, s["device"], s["loader_size"], 2)))
+                                                  **epoch_report(ds, s["device"], s["loader_size"], 2, 2)))
     side, people = s["big_side"], s["big_people"]
     big = guarded(rec, "big_scene_written", lambda: [str(p) for p in write_synthetic_coco(
         Path(args.work) / "big", (side, side), people, 1)])
     if isinstance(big, list):
         ds = CocoInstances(big[0], big[1], classes=["person"])
-        guarded(rec, f"big_{side}_{people}_people", lambda: epoch_report(ds, s["device"], s["size"], 1))
+        guarded(rec, f"big_{side}_{people}_people",
+                lambda: epoch_report(ds, s["device"], s["size"], 1, s["graph_workers"]))
 
 
 # -- driver ------------------------------------------------------------------------------------------------------
