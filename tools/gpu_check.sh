@@ -12,10 +12,12 @@ if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ] && .venv/bin/python -c "import cupy; cupy.zeros(1)" 2>/dev/null; then PY=.venv/bin/python
   else PY=python3; fi
 fi
-# packages the GPU image lacks (pycocotools, nvidia-dali, ...) travel as wheels made by tools/gpu_wheels.sh
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ocp_site .whl/*.whl
-  export PYTHONPATH="/tmp/ocp_site${PYTHONPATH:+:$PYTHONPATH}"
+# packages the GPU image lacks (pycocotools, nvidia-dali, ...): on a machine without network they come from the
+# offline bundle (tools/gpu_bundle.sh here, tools/gpu_proof.sh there), unpacked under $OCP_GPU_ROOT (/tmp/ocp_gpu)
+GPU_ROOT=${OCP_GPU_ROOT:-/tmp/ocp_gpu}
+if [ -d "$GPU_ROOT/site" ]; then
+  export PYTHONPATH="$GPU_ROOT/site${PYTHONPATH:+:$PYTHONPATH}"
+  [ -d "$GPU_ROOT/data/coco_mini" ] && export OCP_DATA=${OCP_DATA:-$GPU_ROOT/data}
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # a bare checkout imports as it is: ocp_dali/__init__.py binds ocp_dali.kernels to kernels/
