@@ -207,7 +207,8 @@ def evaluate(config: str, checkpoint: str, data: Path, scale: tuple[int, int] | 
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def arg_parser() -> argparse.ArgumentParser:
+    """The command line: every flag with its help text and default."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--config", required=True, help="mmdet config the checkpoint was trained with (model, test "
@@ -224,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="OC&P seed of the occlusion-stress set")
     ap.add_argument("--verbose", action="store_true", help="show MMEngine's log and pycocotools' tables")
     ap.add_argument("--out", help="also write the figures to this json file")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arg_parser().parse_args(argv)
     res = evaluate(args.config, args.checkpoint, Path(args.data), tuple(args.scale) if args.scale else None,
                    args.batch_size, args.workers, args.seed, args.verbose)
     print(f"{'figure':<20}{'AP':>8}{'AP50':>8}{'AP75':>8}{'box AP':>8}")
