@@ -67,13 +67,14 @@ def evaluation_sets(data: Path, tmp: Path, seed: int = 0, thr: float = 0.15) -> 
             EvalSet("ochuman_mask_AP", native_json, data / "icevision" / "images")]
 
 
-def _dataset_pipeline(dataset_cfg: dict | None) -> list[dict] | None:
-    """The ``pipeline`` of a dataset config, looking inside wrappers (``dataset=dict(...)``); None if there is none."""
+def _dataset_pipelines(dataset_cfg: dict | None) -> list[list[dict]]:
+    """The ``pipeline``s of a dataset config and of the datasets it wraps (``dataset=dict(...)``), outer first."""
+    out = []
     while dataset_cfg is not None:
         if dataset_cfg.get("pipeline"):
-            return list(dataset_cfg["pipeline"])
+            out.append(list(dataset_cfg["pipeline"]))
         dataset_cfg = dataset_cfg.get("dataset")
-    return None
+    return out
 
 
 def eval_pipeline(cfg, scale: tuple[int, int] | None = None) -> tuple[list[dict], Any, str]:
@@ -85,10 +86,10 @@ def eval_pipeline(cfg, scale: tuple[int, int] | None = None) -> tuple[list[dict]
     at ``scale``, else at the scale of the training pipeline's ``Resize`` / ``RandomResize`` (what the model saw).
     Raises ``ValueError`` when no scale can be found."""
     for key in ("test_dataloader", "val_dataloader"):
-        pipeline = _dataset_pipeline((cfg.get(key) or {}).get("dataset"))
-        if pipeline is None:
+        pipelines = _dataset_pipelines((cfg.get(key) or {}).get("dataset"))
+        if not pipelines:
             continue
-        pipeline = copy.deepcopy(pipeline)
+        pipeline = copy.deepcopy(pipelines[0])
         resizes = [t for t in pipeline if t.get("type") == "Resize"]
         if not resizes:
             raise ValueError(f"the {key} pipeline of the config has no Resize: no test scale to use or override")
@@ -99,8 +100,8 @@ def eval_pipeline(cfg, scale: tuple[int, int] | None = None) -> tuple[list[dict]
     if scale:
         source = "--scale"
     else:
-        train = _dataset_pipeline((cfg.get("train_dataloader") or {}).get("dataset")) or []
-        scale = next((tuple(t["scale"]) for t in train if t.get("type") in RESIZES and "scale" in t), None)
+        train = _dataset_pipelines((cfg.get("train_dataloader") or {}).get("dataset"))
+        scale = next((tuple(t["scale"]) for p in train for t in p if t.get("type") in RESIZES and "scale" in t), None)
         if scale is None:
             raise ValueError("the config has no test, val or train pipeline with a Resize scale: pass --scale W H")
         source = "the train pipeline's Resize (the config has no test pipeline)"
@@ -183,7 +184,7 @@ def run_set(model, cfg, s: EvalSet, pipeline: list[dict], label: str, batch_size
                     default_hooks=dict(checkpoint=None, param_scheduler=None),
                     env_cfg=cfg.get("env_cfg", dict(dist_cfg=dict(backend="nccl"))),
                     default_scope=cfg.get("default_scope", "mmdet"), log_level="INFO" if verbose else "WARNING",
-                    experiment_name=f"ocp_eval_{s.name}_{time.time_ns()}", cfg=cfg)
+                    experiment_name=f"ocp_eval_{s.name}_{time.time_ns()}")
     # pycocotools prints its tables to stdout; the figures are printed (and saved) by main()
     with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
         metrics = runner.test()
