@@ -12,7 +12,8 @@
 
 Each figure is one ``Runner.test()``: the config's test pipeline (its ``Resize`` scale unless ``--scale`` overrides
 it) over a ``CocoDataset`` of that json, batched, scored by mmdet's ``CocoMetric`` (``segm`` and ``bbox``). The
-model is built and loaded once and shared by the three runners.
+model is built and loaded once and shared by the three runners, on the GPU when there is one (MMEngine's choice of
+device), else on the CPU.
 """
 from __future__ import annotations
 
