@@ -52,6 +52,7 @@ def write_synthetic_coco(root: Path, size: tuple[int, int], people: int, n: int,
     from pycocotools import mask as mask_utils
 
     from ocp_dali import SyntheticScenes
+    from ocp_dali.data.rle import encode_mask
 
     d = root / f"synthetic_{size[0]}x{size[1]}_p{people}_n{n}"
     ann = d / "ann.json"
@@ -66,10 +67,9 @@ def write_synthetic_coco(root: Path, size: tuple[int, int], people: int, n: int,
         Image.fromarray(s.image).save(d / "images" / name, quality=95)
         images.append(dict(id=i + 1, file_name=name, height=size[0], width=size[1]))
         for m, lab in zip(s.masks, s.labels):
-            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            rle = encode_mask(m)
             x, y, w, h = mask_utils.toBbox(rle).tolist()
-            anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=int(lab), iscrowd=0,
-                             segmentation=dict(size=rle["size"], counts=rle["counts"].decode()),
+            anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=int(lab), iscrowd=0, segmentation=rle,
                              bbox=[x, y, w, h], area=float(m.sum())))
     ann.write_text(json.dumps(dict(images=images, annotations=anns, categories=[dict(id=1, name="person")])))
     return ann, d / "images"

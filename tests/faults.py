@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from ocp_dali import CocoInstances, SyntheticScenes
 from ocp_dali.data.coco import COCO_KEYPOINT_FLIP
+from ocp_dali.data.rle import encode_mask
 
 K = len(COCO_KEYPOINT_FLIP)  # COCO's 17 person keypoints
 KEYPOINT_NAMES = [
@@ -117,12 +117,6 @@ def _box(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
 
 
-def _rle_str(mask: np.ndarray) -> dict:
-    """COCO compressed RLE (``counts`` as str) of an (H, W) bool mask."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"].decode("ascii")}
-
-
 def _rect(x0: float, y0: float, x1: float, y1: float) -> list[float]:
     return [x0, y0, x1, y0, x1, y1, x0, y1]
 
@@ -175,7 +169,7 @@ class _Writer:
         """Annotations of scene ``k``'s people (compressed RLE, keypoints) on image ``index``; returns the count."""
         s = scene.load(k)
         for m, kp in zip(s.masks, s.keypoints):
-            self.ann(index, _rle_str(m), keypoints=kp.ravel().tolist(), bbox=_box(m), shape=m.shape)
+            self.ann(index, encode_mask(m), keypoints=kp.ravel().tolist(), bbox=_box(m), shape=m.shape)
         return len(s)
 
     def finish(self) -> Corpus:
@@ -311,7 +305,7 @@ def write_fault_corpus(root: Path) -> Corpus:
     w.ann(on, {"size": [H + 1, W], "counts": _uncompressed(_rect_mask(0, 0, 5, 5, H + 1, W))}, skip="RLE size")
     w.ann(on, {"size": [H, W], "counts": [100, 50, H * W - 157]}, skip="RLE counts cover")
     w.ann(on, {"size": [H, W], "counts": [100, -50, H * W - 50]}, skip="non-negative integers")
-    small = _rle_str(np.ones((10, 10), bool))["counts"]  # a valid string, for a 10 x 10 mask
+    small = encode_mask(np.ones((10, 10), bool))["counts"]  # a valid string, for a 10 x 10 mask
     w.ann(on, {"size": [H, W], "counts": small}, skip="RLE counts cover")
     on = c.index["jpeg_rgb"]
     good_kp = [50.0, 50.0, 2.0] * K

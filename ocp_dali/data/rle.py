@@ -2,11 +2,12 @@
 
 Masks travel between processes (and to the GPU) as uncompressed run counts: column-major runs alternating 0 and 1,
 starting with 0 (pycocotools' convention). Kilobytes instead of megabytes, and identical to pycocotools by
-construction.
+construction. ``encode_mask`` goes the other way for json output: a mask as a COCO RLE dict with ``str`` counts.
 """
 from __future__ import annotations
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 
 def counts_from_string(s: bytes | str) -> np.ndarray:
@@ -30,6 +31,14 @@ def counts_from_string(s: bytes | str) -> np.ndarray:
             x += out[-2]
         out.append(x)
     return np.asarray(out, dtype=np.uint32)
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """COCO compressed RLE ``{"size": [H, W], "counts": str}`` of an (H, W) mask (bool or numeric; nonzero is
+    foreground). ``str`` counts (pycocotools gives ``bytes``) so that the dict goes into json as it is."""
+    # nonzero -> 1 first: pycocotools starts a new run at every change of value, so 1 -> 255 would be a run
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask) != 0, dtype=np.uint8))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
 def rle_counts(rle: dict) -> np.ndarray:
