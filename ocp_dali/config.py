@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args, get_origin, get_type_hints
 
 Mode = Literal["ocp", "simple"]
 Source = Literal["dataset", "batch"]
+PRESETS = ("ocp", "basic", "simple")  # the paper's rows: OCPConfig.from_preset(name) and OCPConfig.<name>()
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,29 @@ class OCPConfig:
     selected: bool = True
 
     def __post_init__(self) -> None:
-        # Accept lists from configs (the seed's configs write paste_num=[1, 3]); store a tuple so the config stays
-        # hashable and frozen.
-        if isinstance(self.paste_num, list):
-            object.__setattr__(self, "paste_num", tuple(self.paste_num))
+        # Store every value as its field's type: configs write paste_num=[1, 3] (the seed's) or numpy scalars, and a
+        # string or a NaN would otherwise fail far from the config that set it (or not at all).
+        hints = _field_types(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _typed(f.name, getattr(self, f.name), hints[f.name]))
         self.validate()
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The parameter names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def check_names(cls, names: object) -> None:
+        """Raise ``ValueError`` for a name that is not a field (a typo such as ``basket_sise``), listing the valid
+        names: Python's own error is a ``TypeError`` from the generated ``__init__``, deep under mmengine's
+        registry when the config comes from an mmdet config file."""
+        valid = cls.field_names()
+        for name in names:  # type: ignore[attr-defined]
+            if name not in valid:
+                close = difflib.get_close_matches(str(name), valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"OCPConfig has no field {name!r}{hint}; valid fields: {', '.join(valid)}")
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
@@ -68,11 +91,9 @@ class OCPConfig:
 
         if not 0.0 <= self.prob <= 1.0:
             bad("prob", "must be in [0, 1]")
-        if not isinstance(self.basket_size, int) or self.basket_size < 1:
+        if self.basket_size < 1:
             bad("basket_size", "must be an int >= 1")
         pn = self.paste_num
-        if not (isinstance(pn, tuple) and len(pn) == 2 and all(isinstance(v, int) for v in pn)):
-            bad("paste_num", "must be a pair of ints (lo, hi)")
         if pn[0] < 0 or pn[1] <= pn[0]:
             bad("paste_num", "needs 0 <= lo < hi (hi is exclusive: (1, 3) pastes 1 or 2)")
         if self.min_size_paste < 0:
@@ -85,10 +106,6 @@ class OCPConfig:
             bad("targeted_paste_buffer", "must be >= -0.5 (a smaller buffer leaves an empty target box)")
         if self.blend_sigma < 0 or self.blend_sigma > 32:
             bad("blend_sigma", "must be in [0, 32] pixels")
-        if self.source not in ("dataset", "batch"):
-            bad("source", 'must be "dataset" or "batch"')
-        if self.mode not in ("ocp", "simple"):
-            bad("mode", 'must be "ocp" or "simple"')
         if self.max_num_pasted < 1:
             bad("max_num_pasted", "must be >= 1")
         if self.bbox_occluded_thr < 0:
@@ -99,8 +116,25 @@ class OCPConfig:
             bad("basket_size", "simple mode (mmdet CopyPaste) uses exactly one source image")
 
     def replace(self, **changes: object) -> "OCPConfig":
-        """A copy with ``changes`` applied (validated)."""
+        """A copy with ``changes`` applied (names checked, values validated)."""
+        self.check_names(changes)
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_preset(cls, name: str | None, **overrides: object) -> "OCPConfig":
+        """The preset ``name`` (one of ``PRESETS``; None: the seed's defaults) with ``overrides`` applied: what a
+        config file or a command line gives (``OcclusionCopyPaste(preset=..., **fields)``, the DALI loader).
+
+        Raises ``ValueError`` for an unknown preset or field (listing the valid ones), a value of the wrong type
+        (naming the field and the type) or out of range (non-finite included).
+        """
+        cls.check_names(overrides)
+        if name is None:
+            return cls(**overrides)
+        presets = {"ocp": cls.ocp, "basic": cls.basic, "simple": cls.simple}
+        if name not in presets:
+            raise ValueError(f"OCPConfig: unknown preset {name!r}; presets: {', '.join(PRESETS)} (or None)")
+        return presets[name](**overrides)
 
     @classmethod
     def ocp(cls, **overrides: object) -> "OCPConfig":
@@ -124,3 +158,45 @@ class OCPConfig:
             min_size_paste=0.0,
             targeted_paste_prob=0.0,
         ).replace(**overrides)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, object]:
+    """The resolved annotations of ``cls`` (strings under ``from __future__ import annotations``)."""
+    return get_type_hints(cls)
+
+
+def _typed(name: str, value: object, hint: object) -> object:
+    """``value`` as a field of type ``hint`` (int fields take integers, float fields real numbers, both stored as
+    Python scalars; bools are not numbers here), or ``ValueError`` naming the field and the expected type. Floats
+    must be finite: NaN passes every range check by comparing false."""
+
+    def wrong(expected: str) -> ValueError:
+        return ValueError(f"OCPConfig.{name}={value!r}: must be {expected}, got {type(value).__name__}")
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong("a bool")
+        return value
+    if hint is int:
+        if not is_int(value):
+            raise wrong("an int")
+        return int(value)  # type: ignore[call-overload]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise wrong("a number (float)")
+        if not math.isfinite(value):
+            raise ValueError(f"OCPConfig.{name}={value!r}: must be a finite number")
+        return float(value)
+    if get_origin(hint) is Literal:  # source, mode
+        if value not in get_args(hint):
+            raise ValueError(f"OCPConfig.{name}={value!r}: must be {' or '.join(map(repr, get_args(hint)))}")
+        return value
+    if get_origin(hint) is tuple:  # paste_num
+        if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value)):
+            raise wrong("a pair of ints (lo, hi)")
+        return tuple(int(v) for v in value)
+    raise AssertionError(f"OCPConfig.{name}: no check for type {hint}")  # a new field needs its type handled here

@@ -30,6 +30,11 @@ def train(work_dir: Path, config: str, *extra: str, torchrun: int = 0) -> list[d
     return [json.loads(line) for line in logs[-1].read_text().splitlines() if '"loss"' in line]
 
 
+def log_text(work_dir: Path) -> str:
+    """The text log of the latest run in ``work_dir``."""
+    return sorted(work_dir.glob("*/*.log"))[-1].read_text()
+
+
 def stream(work_dir: Path, rank: int = 0) -> dict[int, dict]:
     lines = (work_dir / f"data_stream_rank{rank}.jsonl").read_text().splitlines()
     return {d["iter"]: d for d in map(json.loads, lines)}
@@ -38,9 +43,20 @@ def stream(work_dir: Path, rank: int = 0) -> dict[int, dict]:
 @pytest.mark.parametrize("config", [MASK_RCNN, MASK2FORMER])
 @pytest.mark.parametrize("dali", [False, True])
 def test_small_configs_train_with_and_without_dali(tmp_path, config, dali):
+    import torch
+
     logs = train(tmp_path, config, *(["--dali"] if dali else []), "--cfg-options", "train_cfg.max_iters=3")
     assert len(logs) == 3 and all(math.isfinite(x["loss"]) for x in logs)
     assert len(stream(tmp_path)) == 3
+    # checkpoints say what the model detects, on both paths (MMEngine reads train_dataloader.dataset.metainfo)
+    checkpoint = torch.load(sorted(tmp_path.glob("iter_*.pth"))[-1], map_location="cpu", weights_only=False)
+    assert checkpoint["meta"]["dataset_meta"] == {"classes": ("person",)}
+    # what the run says in its first seconds: weights, (--dali) the loader, the start and the first iteration
+    text = log_text(tmp_path)
+    assert "weights: the config names no pretrained weights: random initialisation" in text
+    assert ("DALI loader: device cpu, 1 worker processes" in text) == dali
+    assert "training starts at iteration 1 of 3" in text and "first batch ready after" in text
+    assert "iteration 1 of 3 done" in text
 
 
 def test_loss_falls_on_a_handful_of_images(tmp_path):

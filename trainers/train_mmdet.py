@@ -1,13 +1,19 @@
-"""Train an mmdet 3 model with OC&P: mmdet's ``tools/train.py`` plus ``--dali``.
+"""Train an mmdet 3 model with OC&P: mmdet's ``tools/train.py`` plus ``--dali`` and ``--pretrained``.
 
     python trainers/train_mmdet.py --config configs/mask_rcnn/mask-rcnn_r50_fpn_ocp_coco-person.py [--dali]
-        [--work-dir DIR] [--resume [CKPT]] [--cfg-options k=v ...] [--launcher pytorch]
+        [--pretrained] [--work-dir DIR] [--resume [CKPT]] [--cfg-options k=v ...] [--launcher pytorch]
     torchrun --nproc_per_node 2 trainers/train_mmdet.py --config ... --launcher pytorch [--dali]
 
 Without ``--dali`` the config's own ``train_dataloader`` runs (the CPU path: ``OCPMixDataset`` +
 ``OcclusionCopyPaste`` in torch DataLoader workers). With ``--dali`` the training data come from the DALI pipeline
 (``DALIDetDataLoader``: GPU decode and OC&P kernels when CUDA is available, the same graph on CPU otherwise),
-sharded by rank, with the OC&P parameters of the config's ``OcclusionCopyPaste`` and the ``ocp_dali`` settings.
+sharded by rank, with the config's dataset, batch size and ``OcclusionCopyPaste`` entry and its ``ocp_dali``
+settings. Either way the OC&P settings are the pipeline entry's, overrides included
+(``--cfg-options train_dataloader.dataset.pipeline.0.basket_size=3``).
+
+Backbone weights: configs that ask for pretrained weights (``init_cfg=dict(type="Pretrained", ...)``, e.g.
+``torchvision://resnet50``) get them only with ``--pretrained`` (downloads need a network); the default,
+``--no-pretrained``, initialises them at random. The log says which.
 """
 from __future__ import annotations
 
@@ -27,6 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train an mmdet detector with OC&P")
     p.add_argument("--config", required=True, help="train config file path")
     p.add_argument("--dali", action="store_true", help="feed training from the DALI pipeline")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=False,
+                   help="load the pretrained weights the config names (e.g. torchvision://resnet50; needs a network "
+                        "or a filled cache); default: random initialisation")
     p.add_argument("--work-dir", help="the dir to save logs and models")
     p.add_argument("--resume", nargs="?", type=str, const="auto",
                    help="resume from CKPT, or from the latest checkpoint in the work dir when no path is given")
@@ -38,44 +47,64 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def dali_loader(cfg, runner):
-    """``DALIDetDataLoader`` for the config: same data, same OC&P parameters, sharded by the runner's rank."""
+def pretrained_inits(node, path: str = "model") -> list[tuple[str, dict]]:
+    """``(path, owner)`` of every ``init_cfg=dict(type="Pretrained", ...)`` in a model config (``owner`` holds it)."""
+    found: list[tuple[str, dict]] = []
+    if isinstance(node, dict):
+        init = node.get("init_cfg")
+        if isinstance(init, dict) and init.get("type") == "Pretrained":
+            found.append((path, node))
+        for key, value in node.items():
+            if key != "init_cfg":
+                found += pretrained_inits(value, f"{path}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += pretrained_inits(value, f"{path}.{i}")
+    return found
+
+
+def choose_weights(cfg, pretrained: bool) -> list[str]:
+    """Keep (``pretrained``) or drop the config's pretrained initialisations; the log lines that say which."""
+    found = pretrained_inits(cfg.model)
+    if not found:
+        return ["weights: the config names no pretrained weights: random initialisation"]
+    lines = []
+    for path, owner in found:
+        checkpoint = owner["init_cfg"].get("checkpoint")
+        if pretrained:
+            lines.append(f"weights: {path} from {checkpoint} (--pretrained)")
+        else:
+            owner["init_cfg"] = None
+            lines.append(f"weights: {path} initialised at random (--no-pretrained, the default; the config names "
+                         f"{checkpoint}: pass --pretrained to load it)")
+    return lines
+
+
+def use_dali_loader(cfg) -> None:
+    """Put a ``DALIDetDataLoader`` config in place of ``train_dataloader``, built by ``OCPRunner``: the same
+    dataset, batch size and ``OcclusionCopyPaste`` entry (after ``--cfg-options``), plus the ``ocp_dali`` settings."""
+    if cfg.get("runner_type", "OCPRunner") != "OCPRunner":
+        raise ValueError(f"--dali needs runner_type='OCPRunner' (ocp_dali.mmdet.loader), the config has "
+                         f"{cfg.runner_type!r}")
+    train = cfg.train_dataloader
+    ocp = [t for t in train.dataset.get("pipeline", []) if t.get("type") == "OcclusionCopyPaste"]
+    if len(ocp) != 1:
+        raise ValueError(f"--dali takes the OC&P settings from the one OcclusionCopyPaste entry of "
+                         f"train_dataloader.dataset.pipeline; found {len(ocp)}")
+    cfg.train_dataloader = dict(type="DALIDetDataLoader", dataset=train.dataset.dataset, ocp=ocp[0],
+                                batch_size=train.batch_size, **cfg.get("ocp_dali", {}))
+    cfg.runner_type = "OCPRunner"
+    # the dumped config names the module that registers OCPRunner, so it runs again as it is
+    imports = cfg.get("custom_imports", dict(imports=[], allow_failed_imports=False))
+    if "ocp_dali.mmdet.loader" not in imports["imports"]:
+        cfg.custom_imports = dict(imports, imports=[*imports["imports"], "ocp_dali.mmdet.loader"])
+
+
+def configure(args):
+    """The config file with the command line applied; the log lines of the choices made."""
     import torch
-    from mmengine.dist import get_dist_info
-
-    from ocp_dali import CocoInstances, OCPConfig
-    from ocp_dali.mmdet.loader import DALIDetDataLoader
-
-    ds_cfg = cfg.train_dataloader.dataset
-    inner = ds_cfg.dataset
-    transform = next(t for t in ds_cfg.pipeline if t["type"] == "OcclusionCopyPaste")
-    params = {k: v for k, v in transform.items() if k not in ("type", "seed", "preset")}
-    preset = transform.get("preset")
-    ocp_cfg = getattr(OCPConfig, preset)(**params) if preset else OCPConfig(**params)
-    root = inner.get("data_root", "")
-    dataset = CocoInstances(osp.join(root, inner.ann_file), osp.join(root, inner.data_prefix["img"]),
-                            classes=list(inner.metainfo["classes"]))
-    rank, world = get_dist_info()
-    opts = dict(cfg.get("ocp_dali", {}))
-    return DALIDetDataLoader(dataset, ocp_cfg, device="gpu" if torch.cuda.is_available() else "cpu",
-                             batch_size=cfg.train_dataloader.batch_size, seed=int(transform.get("seed", 0)),
-                             shard_id=rank, num_shards=world, **opts)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from mmdet.utils import setup_cache_size_limit_of_dynamo
     from mmengine.config import Config
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
-    import torch
-
-    import ocp_dali.mmdet  # noqa: F401  (registers the transform, dataset and hook)
-    from ocp_dali.mmdet.checkpoint import trust_own_checkpoints
-
-    setup_cache_size_limit_of_dynamo()
-    trust_own_checkpoints()
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -97,13 +126,35 @@ def main(argv=None) -> int:
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
+    lines = choose_weights(cfg, args.pretrained)
+    hooks = cfg.get("custom_hooks", [])
+    if not any(h.get("type") == "ProgressHook" for h in hooks):
+        cfg.custom_hooks = [*hooks, dict(type="ProgressHook")]
+    if args.dali:
+        use_dali_loader(cfg)
+    return cfg, lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from mmdet.utils import setup_cache_size_limit_of_dynamo
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    import ocp_dali.mmdet  # noqa: F401  (registers the transform, dataset and hooks)
+    import ocp_dali.mmdet.loader  # noqa: F401  (registers OCPRunner, which builds the --dali loader)
+    from ocp_dali.mmdet.checkpoint import trust_own_checkpoints
+
+    setup_cache_size_limit_of_dynamo()
+    trust_own_checkpoints()
+    cfg, lines = configure(args)
     runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
-    if args.dali:
-        # the loop takes whatever object is in place of the dataloader config when it is built in train()
-        runner._train_dataloader = dali_loader(cfg, runner)
+    for line in lines:
+        runner.logger.info(line)
     runner.train()
-    if args.dali:
-        runner._train_dataloader.close()
+    close = getattr(runner.train_dataloader, "close", None)  # the DALI loader's worker processes
+    if close is not None:
+        close()
     return 0
 
 

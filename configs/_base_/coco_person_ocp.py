@@ -8,7 +8,6 @@ val_ann = "annotations/person_keypoints_val2017.json"
 val_img = "val2017/"
 image_scale = (1333, 800)
 metainfo = dict(classes=("person",))
-ocp_transform = dict(type="OcclusionCopyPaste", preset="ocp", seed=0)
 
 load_pipeline = [
     dict(type="LoadImageFromFile"),
@@ -26,7 +25,10 @@ train_dataloader = dict(
         type="OCPMixDataset",
         dataset=dict(type="OCPCocoDataset", data_root=data_root, ann_file=train_ann, data_prefix=dict(img=train_img),
                      metainfo=metainfo, filter_cfg=dict(filter_empty_gt=True, min_size=32), pipeline=load_pipeline),
-        pipeline=[ocp_transform, dict(type="RandomFlip", prob=0.5), dict(type="PackDetInputs")]))
+        # OC&P's settings: here and nowhere else (both paths read this entry), e.g.
+        # --cfg-options train_dataloader.dataset.pipeline.0.basket_size=3
+        pipeline=[dict(type="OcclusionCopyPaste", preset="ocp", seed=0), dict(type="RandomFlip", prob=0.5),
+                  dict(type="PackDetInputs")]))
 val_dataloader = dict(
     batch_size=1, num_workers=1, persistent_workers=False, drop_last=False,
     sampler=dict(type="DefaultSampler", shuffle=False),
@@ -41,6 +43,7 @@ val_evaluator = dict(type="CocoMetric", ann_file=data_root + val_ann, metric=["b
 test_evaluator = val_evaluator
 custom_hooks = [dict(type="OCPEpochHook")]
 randomness = dict(seed=0, diff_rank_seed=True)  # the sampler order and the model's own draws; OC&P has its own seed
-# --dali: trainers/train_mmdet.py builds DALIDetDataLoader from this instead of train_dataloader
-# (timeout: seconds a pipeline run may take before a hung worker fails the run with WorkerError)
+# --dali: trainers/train_mmdet.py puts a DALIDetDataLoader in place of train_dataloader: the same dataset, batch size
+# and OcclusionCopyPaste entry, with these settings (timeout: seconds a pipeline run may take before a hung worker
+# fails the run with WorkerError)
 ocp_dali = dict(output_size=1024, lsj=False, py_num_workers=4, num_threads=4, timeout=600)

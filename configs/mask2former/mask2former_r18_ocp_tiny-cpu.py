@@ -18,20 +18,14 @@ model = dict(
             ffn_cfg=dict(embed_dims=d, feedforward_channels=128))),
         train_cfg=dict(num_points=1024)),
     train_cfg=dict(num_points=1024))
-lsj_pipeline = [
-    dict(type="LoadImageFromFile", to_float32=True),
-    dict(type="LoadAnnotations", with_bbox=True, with_mask=True, poly2mask=True),
-    dict(type="RandomFlip", prob=0.5),
-    dict(type="RandomResize", scale=image_size, ratio_range=(0.5, 1.5), keep_ratio=True),
-    dict(type="RandomCrop", crop_size=image_size, crop_type="absolute", recompute_bbox=True,
-         allow_negative_crop=True),
-    dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-5, 1e-5), by_mask=True),
-    dict(type="Pad", size=image_size, pad_val=dict(img=0)),
-]
+# the Swin-S config's LSJ steps at 256 px, with a narrower scale range for the small model
+lsj_at_size = dict(RandomResize=dict(scale=image_size, ratio_range=(0.5, 1.5)), RandomCrop=dict(crop_size=image_size),
+                   Pad=dict(size=image_size))
+lsj_pipeline = [dict(step, **lsj_at_size.get(step.type, {})) for step in _base_.lsj_pipeline]
 # timeout=0: torch's single-process loader (num_workers=0) refuses any other
 train_dataloader = dict(num_workers=0, persistent_workers=False, timeout=0,
                         dataset=dict(dataset=dict(pipeline=lsj_pipeline)))
-train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", max_iters=3, val_interval=1000)
+train_cfg = dict(_delete_=True, type="IterBasedTrainLoop", max_iters=3)
 param_scheduler = []
 optim_wrapper = dict(_delete_=True, type="OptimWrapper", optimizer=dict(type="AdamW", lr=1e-4, weight_decay=0.05),
                      clip_grad=dict(max_norm=0.01, norm_type=2))
@@ -39,9 +33,4 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(by_epoch=False, in
 log_processor = dict(by_epoch=False)
 ocp_dali = dict(output_size=256, lsj=True, py_num_workers=1, num_threads=1)
 custom_hooks = [dict(type="OCPEpochHook"), dict(type="DataFingerprintHook")]
-val_cfg = None
-val_dataloader = None
-val_evaluator = None
-test_cfg = None
-test_dataloader = None
-test_evaluator = None
+val_cfg = val_dataloader = val_evaluator = test_cfg = test_dataloader = test_evaluator = None  # no validation

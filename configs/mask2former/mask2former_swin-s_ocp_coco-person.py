@@ -4,7 +4,6 @@ custom_imports = dict(imports=["ocp_dali.mmdet"], allow_failed_imports=False)
 data_root = "../shared/data/coco_mini/"
 image_size = (1024, 1024)
 num_classes = 1
-ocp_transform = dict(type="OcclusionCopyPaste", preset="ocp", seed=0)
 model = dict(
     data_preprocessor=dict(batch_augments=[dict(type="BatchFixedSizePad", size=image_size, img_pad_value=0,
                                                 pad_mask=True, mask_pad_value=0, pad_seg=False)]),
@@ -30,7 +29,9 @@ train_dataloader = dict(  # timeout: see configs/_base_/coco_person_ocp.py
         dataset=dict(type="OCPCocoDataset", data_root=data_root, ann_file="annotations/person_keypoints_train2017.json",
                      data_prefix=dict(img="train2017/"), metainfo=dict(classes=("person",)),
                      filter_cfg=dict(filter_empty_gt=True, min_size=32), pipeline=lsj_pipeline),
-        pipeline=[ocp_transform, dict(type="PackDetInputs")]))
+        # OC&P's settings: here and nowhere else (both paths read this entry), e.g.
+        # --cfg-options train_dataloader.dataset.pipeline.0.basket_size=3
+        pipeline=[dict(type="OcclusionCopyPaste", preset="ocp", seed=0), dict(type="PackDetInputs")]))
 val_dataloader = dict(dataset=dict(data_root=data_root, ann_file="annotations/person_keypoints_val2017.json",
                                    data_prefix=dict(img="val2017/"), metainfo=dict(classes=("person",))))
 test_dataloader = val_dataloader

@@ -4,10 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections import Counter
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
+from torch.utils.data import DataLoader
 
 
 @HOOKS.register_module()
@@ -53,10 +56,12 @@ class OCPEpochHook(Hook):
             self._skipped += skipped
 
     def after_train_epoch(self, runner) -> None:
-        sampler = getattr(runner.train_dataloader, "sampler", None)
-        if sampler is None or not (self._seen or self._skipped) or runner.train_loop.__class__.__name__.startswith(
-                "IterBased"):
+        loader = runner.train_dataloader
+        # a torch DataLoader's sampler lists the epoch's indices (the DALI loader keeps its own accounts)
+        if (not isinstance(loader, DataLoader) or not (self._seen or self._skipped)
+                or isinstance(runner.train_loop, IterBasedTrainLoop)):
             return
+        sampler = loader.sampler
         got = Counter(self._seen + [int(s["index"]) for s in self._skipped])
         expected = Counter(int(i) for i in sampler)
         if got != expected:
@@ -66,11 +71,47 @@ class OCPEpochHook(Hook):
         runner.logger.info(f"epoch {runner.epoch}: {len(self._seen)} samples, {len(self._skipped)} images skipped")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        if not runner.train_loop.__class__.__name__.startswith("IterBased"):
+        if not isinstance(runner.train_loop, IterBasedTrainLoop):
             return
         n = len(runner.train_dataloader)
         if n and runner.iter % n == 0:
             self._set(runner, runner.iter // n)
+
+
+@HOOKS.register_module()
+class ProgressHook(Hook):
+    """Progress in the log from the first minute on, whatever the logger's interval (mmdet's runtime logs every 50
+    iterations: on a CPU that can be an hour of silence). Logs the start of training, the first batch's arrival
+    and the first iteration's end, then an iteration's end whenever ``every_s`` seconds passed since the last
+    line. ``trainers/train_mmdet.py`` adds it to every run."""
+
+    priority = "BELOW_NORMAL"
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = float(every_s)
+        self._start = self._last = 0.0
+        self._first = 0
+
+    def before_train(self, runner) -> None:
+        self._start = self._last = time.monotonic()
+        self._first = runner.iter
+        runner.logger.info(f"training starts at iteration {runner.iter + 1} of {runner.max_iters} "
+                           f"({len(runner.train_dataloader)} batches an epoch); progress at least every "
+                           f"{self.every_s:.0f} s")
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if runner.iter == self._first:
+            runner.logger.info(f"first batch ready after {time.monotonic() - self._start:.1f} s")
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        now = time.monotonic()
+        if runner.iter != self._first and now - self._last < self.every_s:
+            return
+        self._last = now
+        loss = (outputs or {}).get("loss")
+        shown = f", loss {float(loss):.4f}" if loss is not None else ""
+        runner.logger.info(f"iteration {runner.iter + 1} of {runner.max_iters} done, {now - self._start:.1f} s "
+                           f"since the start{shown}")
 
 
 @HOOKS.register_module()

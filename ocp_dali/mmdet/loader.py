@@ -1,6 +1,8 @@
-"""The DALI loader as an MMEngine ``train_dataloader``, and a mask structure that stays on the loader's device."""
+"""The DALI loader as an MMEngine ``train_dataloader`` (``DALIDetDataLoader``, built from a config by ``OCPRunner``),
+and a mask structure that stays on the loader's device."""
 from __future__ import annotations
 
+import os.path as osp
 from typing import Any, Iterator
 
 import numpy as np
@@ -8,10 +10,18 @@ import torch
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import HorizontalBoxes
 from mmdet.structures.mask import BaseInstanceMasks
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 from mmengine.structures import InstanceData
 
 from ocp_dali.config import OCPConfig
+from ocp_dali.data.coco import CocoInstances
+from ocp_dali.lsj import LSJ_RATIO_RANGE
+from ocp_dali.mmdet.transforms import OcclusionCopyPaste
 from ocp_dali.torch import OCPLoader
+
+DALI_LOADER = "DALIDetDataLoader"  # the ``type`` of a train_dataloader config that OCPRunner builds as one
 
 
 class TensorMasks(BaseInstanceMasks):
@@ -85,21 +95,36 @@ class TensorMasks(BaseInstanceMasks):
     rescale = resize = flip = crop = expand = translate = shear = rotate = _geometry
 
 
+class LoaderDataset:
+    """What MMEngine reads from ``train_dataloader.dataset``: ``metainfo`` (saved in checkpoints as
+    ``dataset_meta``, compared on resume, handed to the visualizer) and ``len``. ``source`` is the
+    ``InstanceDataset`` the DALI pipeline reads."""
+
+    def __init__(self, source, metainfo: dict) -> None:
+        self.source = source
+        self.metainfo = metainfo
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+
 class DALIDetDataLoader:
     """``OCPLoader`` batches as MMEngine expects them: ``dict(inputs=[(3, H, W) uint8 BGR], data_samples=[...])``.
 
     Each ``DetDataSample`` has ``gt_instances`` (``bboxes`` HorizontalBoxes, ``labels`` 0-based class indices,
     ``masks`` TensorMasks on the pipeline's device; plus ``occlusion_rate`` and ``pasted``) and the metainfo
     mmdet's models read (img_id, img_path, ori_shape, img_shape, pad_shape, scale_factor, flip). ``set_epoch`` and
-    ``len`` as a torch DataLoader with a sampler. ``timeout``: as ``OCPLoader``'s (a dead or hung worker raises
-    ``ocp_dali.workers.WorkerError``).
+    ``len`` as a torch DataLoader with a sampler; ``dataset.metainfo`` (default: the dataset's ``classes``) as an
+    mmdet dataset's, so checkpoints carry ``dataset_meta``. ``timeout``: as ``OCPLoader``'s (a dead or hung worker
+    raises ``ocp_dali.workers.WorkerError``).
     """
 
     def __init__(self, dataset, cfg: OCPConfig, *, device: str = "cpu", batch_size: int = 2,
                  output_size: int = 1024, seed: int = 0, py_num_workers: int = 2, num_threads: int = 2,
                  lsj: bool = True, shard_id: int | None = None, num_shards: int | None = None,
-                 timeout: float | None = 600.0) -> None:
-        self.dataset = dataset
+                 timeout: float | None = 600.0, metainfo: dict | None = None) -> None:
+        classes = tuple(getattr(dataset, "classes", ("person",)))
+        self.dataset = LoaderDataset(dataset, metainfo if metainfo is not None else dict(classes=classes))
         self.batch_size = batch_size
         self.output_size = output_size
         self.loader = OCPLoader(dataset, cfg, device=device, batch_size=batch_size, output_size=output_size,
@@ -108,7 +133,41 @@ class DALIDetDataLoader:
                                 shard_id=shard_id, num_shards=num_shards, timeout=timeout)
         cat_ids = list(getattr(dataset, "cat_ids", [1]))
         self._label_of = {c: i for i, c in enumerate(cat_ids)}
-        self.metainfo = dict(classes=tuple(getattr(dataset, "classes", ("person",))))
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> "DALIDetDataLoader":
+        """The loader a ``train_dataloader`` config of ``type="DALIDetDataLoader"`` describes.
+
+        Keys: ``dataset`` (an mmdet COCO dataset config: ``data_root``, ``ann_file``, ``data_prefix.img``,
+        ``metainfo.classes``), ``ocp`` (an ``OcclusionCopyPaste`` config: ``preset``, ``seed`` and ``OCPConfig``
+        fields, read by the transform itself so both paths parse it alike), ``batch_size``, ``device`` (``"auto"``,
+        the default: ``"gpu"`` when CUDA is available) and the other keyword arguments of ``__init__``.
+        """
+        kw = dict(cfg)
+        kw.pop("type", None)
+        ds, ocp = kw.pop("dataset"), dict(kw.pop("ocp"))
+        ocp.pop("type", None)
+        transform = OcclusionCopyPaste(**ocp)
+        root = ds.get("data_root", "") or ""
+        classes = ds.get("metainfo", {}).get("classes")
+        source = CocoInstances(osp.join(root, ds["ann_file"]), osp.join(root, ds.get("data_prefix", {}).get("img", "")),
+                               classes=list(classes) if classes is not None else None)
+        if kw.get("device", "auto") == "auto":
+            kw["device"] = "gpu" if torch.cuda.is_available() else "cpu"
+        return cls(source, transform.cfg, seed=transform.seed, **kw)
+
+    def describe(self) -> str:
+        """One line for the training log: device, workers, geometry, targets, batch size, shard, OC&P."""
+        kw, src = self.loader.kw, self.dataset.source
+        size = f"{kw['output_size']}x{kw['output_size']}"
+        geometry = (f"large-scale jitter (scale {LSJ_RATIO_RANGE[0]}..{LSJ_RATIO_RANGE[1]}), crop to {size}, "
+                    "flip p=0.5" if kw["lsj"] else f"resize to fit {size}, flip p=0.5, pad to {size}")
+        return (f"DALI loader: device {kw['device']}, {kw['py_num_workers']} worker processes, "
+                f"{kw['num_threads']} threads; batch size {kw['batch_size']} per rank, shard {kw['shard_id']} of "
+                f"{kw['num_shards']} ({len(self)} batches an epoch, {len(src)} images, classes "
+                f"{list(self.dataset.metainfo.get('classes', ()))}); geometry: {geometry}; targets: bboxes, labels, "
+                f"masks (TensorMasks on {kw['device']}), occlusion_rate, pasted; uint8 BGR images (the model's "
+                f"data preprocessor normalises); OC&P seed {kw['seed']}: {self.loader.cfg}")
 
     # what MMEngine's loops and hooks look for on a DataLoader
     @property
@@ -151,3 +210,19 @@ class DALIDetDataLoader:
 
     def close(self) -> None:
         self.loader.close()
+
+
+@RUNNERS.register_module()
+class OCPRunner(Runner):
+    """MMEngine's ``Runner``; its ``train_dataloader`` may also be a ``DALIDetDataLoader`` config
+    (``type="DALIDetDataLoader"``, see ``DALIDetDataLoader.from_cfg``). The loader is built where MMEngine builds
+    a DataLoader, when the training loop is: after the distributed setup, so it shards by the rank. Use with
+    ``runner_type = "OCPRunner"`` (``trainers/train_mmdet.py --dali`` sets both)."""
+
+    @staticmethod
+    def build_dataloader(dataloader, seed: int | None = None, diff_rank_seed: bool = False):
+        if isinstance(dataloader, dict) and dataloader.get("type") == DALI_LOADER:
+            loader = DALIDetDataLoader.from_cfg(dataloader)
+            print_log(loader.describe(), logger="current")
+            return loader
+        return Runner.build_dataloader(dataloader, seed=seed, diff_rank_seed=diff_rank_seed)

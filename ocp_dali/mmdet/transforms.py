@@ -138,7 +138,7 @@ class OcclusionCopyPaste(BaseTransform):
     Use inside ``OCPMixDataset`` (or ``MultiImageMixDataset``): ``get_indexes`` draws the basket. Randomness comes
     from ``(seed, epoch, sample index)`` (set by ``OCPMixDataset``), never from the global NumPy generator, so a
     sample is augmented the same way in any worker. Parameters are ``OCPConfig``'s (seed names), optionally on top
-    of a ``preset`` (``"ocp"``, ``"basic"``, ``"simple"``).
+    of a ``preset`` (``"ocp"``, ``"basic"``, ``"simple"``; ``OCPConfig.from_preset``).
 
     Required Keys: img (BGR; np.uint8, or float images rounded to 8 bits), gt_bboxes (HorizontalBoxes), gt_bboxes_labels (np.int64),
     gt_masks (BitmapMasks or PolygonMasks), gt_ignore_flags (bool), mix_results (list of dicts with those keys).
@@ -152,14 +152,7 @@ class OcclusionCopyPaste(BaseTransform):
     """
 
     def __init__(self, seed: int = 0, preset: str | None = None, **ocp: Any) -> None:
-        if isinstance(ocp.get("paste_num"), list):
-            ocp["paste_num"] = tuple(ocp["paste_num"])
-        if preset is None:
-            self.cfg = OCPConfig(**ocp)
-        elif preset in ("ocp", "basic", "simple"):
-            self.cfg = getattr(OCPConfig, preset)(**ocp)
-        else:
-            raise ValueError(f"OcclusionCopyPaste: preset must be 'ocp', 'basic', 'simple' or None, got {preset!r}")
+        self.cfg = OCPConfig.from_preset(preset, **ocp)  # ValueError naming an unknown or bad field
         self.seed = int(seed)
         self._key: tuple[int, int] | None = None
         self._length = 0
