@@ -92,7 +92,7 @@ class KernelBackend:
         return apply_cupy_batch(plans, dsts, sources, backend=self.arrays)
 
 
-def _cuda_devices() -> int:
+def cuda_device_count() -> int:
     """How many CUDA GPUs CuPy sees (0 without CuPy, a driver or a device)."""
     try:
         import cupy
@@ -116,7 +116,7 @@ def get_backend(name: str | Any = "numpy") -> NumpyBackend | KernelBackend:
 
         return KernelBackend(EmulatedBackend())
     if name == "cupy":
-        if _cuda_devices() == 0:
+        if cuda_device_count() == 0:
             raise RuntimeError("backend='cupy' needs a CUDA GPU and none was found; use backend='numpy' (the CPU "
                                "path; device='cpu' for the loaders), or backend='emulated' to run the GPU kernels "
                                "on the CPU for testing")
