@@ -142,6 +142,11 @@ class CocoInstances:
         ann_file: the json.
         img_dir: folder the images' ``file_name`` is relative to.
         classes: category names to keep (``None``: all). Annotations of other categories are not loaded.
+        filter_empty_gt, min_size: mmdet's ``filter_cfg`` for training sets: with ``filter_empty_gt`` only images
+            with a non-crowd annotation of the kept classes are used, and images whose shorter side is below
+            ``min_size`` are left out. Filtered images are neither destinations nor paste sources (they are not
+            indices of the dataset); their number is logged once. ``OCPCocoDataset`` and ``DALIDetDataLoader`` pass
+            the config's ``filter_cfg``.
 
     ``meta(i)`` reads annotations only (RLE boxes, exact tight mask boxes); ``probe(i)`` reads the image's header;
     ``load(i)`` decodes the image and masks. Crowd annotations become ``Sample.crowd_masks`` (ignore regions, never
@@ -163,7 +168,8 @@ class CocoInstances:
       border are kept). Unlabelled points (``v = 0``) are set to ``(0, 0, 0)``, COCO's convention.
     """
 
-    def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike, classes: list[str] | None = None):
+    def __init__(self, ann_file: str | os.PathLike, img_dir: str | os.PathLike, classes: list[str] | None = None,
+                 *, filter_empty_gt: bool = False, min_size: int = 0):
         self.ann_file = str(ann_file)
         self.img_dir = Path(img_dir)
         try:
@@ -201,11 +207,24 @@ class CocoInstances:
         else:
             self.cat_ids = [c["id"] for c in cats]
         self.classes = [self.coco.cats[c]["name"] for c in self.cat_ids]
-        self.img_ids = sorted(self.coco.imgs)
+        self.img_ids = self._filtered(sorted(self.coco.imgs), bool(filter_empty_gt), int(min_size))
         kp_names = next((c.get("keypoints") for c in cats if c["id"] in self.cat_ids and c.get("keypoints")), None)
         self.keypoint_names: list[str] | None = list(kp_names) if kp_names else None
         self.flip_index = flip_index_from_names(self.keypoint_names) if self.keypoint_names else None
         self._cache: dict[int, _ImageAnns] = {}
+
+    def _filtered(self, img_ids: list[int], filter_empty_gt: bool, min_size: int) -> list[int]:
+        """``img_ids`` less the images mmdet's ``filter_cfg`` leaves out of training (see the class docstring)."""
+        if not filter_empty_gt and min_size <= 0:
+            return img_ids
+        kept_cats = set(self.cat_ids)
+        with_gt = {a["image_id"] for a in self.coco.anns.values()
+                   if a["category_id"] in kept_cats and not a.get("iscrowd", 0)}
+        keep = [i for i in img_ids if (not filter_empty_gt or i in with_gt)
+                and min(self.coco.imgs[i]["width"], self.coco.imgs[i]["height"]) >= min_size]
+        log.info("%s: %d of %d images left out by filter_empty_gt=%s, min_size=%d", self.ann_file,
+                 len(img_ids) - len(keep), len(img_ids), filter_empty_gt, min_size)
+        return keep
 
     def _check_images(self, images: list) -> None:
         """``DataError`` naming the json and the image id for an image entry that cannot be used."""

@@ -21,14 +21,17 @@ class OCPCocoDataset(BaseDetDataset):
     """A COCO json as mmdet data infos: ``img_path``, ``img_id``, ``width``, ``height`` and ``instances`` (``bbox``
     xyxy: the tight box of the mask; ``bbox_label``: index in ``metainfo["classes"]``; ``mask``: RLE;
     ``ignore_flag``: 1 for crowd regions). Annotations that cannot make a mask are skipped by ``CocoInstances``
-    (logged, listed in ``self.instances_of.skips``). ``filter_cfg``: ``filter_empty_gt`` drops images without a
-    (non-crowd) instance, ``min_size`` images smaller than it, as mmdet's ``CocoDataset`` does.
+    (logged, listed in ``self.instances_of.skips``). ``filter_cfg`` (training only): ``filter_empty_gt`` drops images
+    without a non-crowd annotation of the classes, ``min_size`` images whose shorter side is below it, as mmdet's
+    ``CocoDataset`` does; ``CocoInstances`` applies it, so ``--dali`` trains on the same images.
     """
 
     METAINFO = {"classes": ("person",)}
 
     def load_data_list(self) -> list[dict]:
-        ds = CocoInstances(self.ann_file, self.data_prefix.get("img", ""), classes=list(self.metainfo["classes"]))
+        f = {} if self.test_mode or not self.filter_cfg else self.filter_cfg  # one rule: CocoInstances applies it
+        ds = CocoInstances(self.ann_file, self.data_prefix.get("img", ""), classes=list(self.metainfo["classes"]),
+                           filter_empty_gt=bool(f.get("filter_empty_gt", False)), min_size=int(f.get("min_size", 0)))
         self.instances_of = ds
         label_of = {cid: k for k, cid in enumerate(ds.cat_ids)}
         out = []
@@ -44,10 +47,5 @@ class OCPCocoDataset(BaseDetDataset):
         return out
 
     def filter_data(self) -> list[dict]:
-        if self.test_mode or not self.filter_cfg:
-            return self.data_list
-        empty_ok = not self.filter_cfg.get("filter_empty_gt", False)
-        min_size = self.filter_cfg.get("min_size", 0)
-        return [d for d in self.data_list
-                if (empty_ok or any(not x["ignore_flag"] for x in d["instances"]))
-                and min(d["width"], d["height"]) >= min_size]
+        """The data list as loaded: ``filter_cfg`` was applied by ``CocoInstances`` (the rule the DALI path uses)."""
+        return self.data_list

@@ -139,7 +139,7 @@ class DALIDetDataLoader:
         """The loader a ``train_dataloader`` config of ``type="DALIDetDataLoader"`` describes.
 
         Keys: ``dataset`` (an mmdet COCO dataset config: ``data_root``, ``ann_file``, ``data_prefix.img``,
-        ``metainfo.classes``), ``ocp`` (an ``OcclusionCopyPaste`` config: ``preset``, ``seed`` and ``OCPConfig``
+        ``metainfo.classes``, ``filter_cfg``), ``ocp`` (an ``OcclusionCopyPaste`` config: ``preset``, ``seed`` and ``OCPConfig``
         fields, read by the transform itself so both paths parse it alike), ``batch_size``, ``device`` (``"auto"``,
         the default: ``"gpu"`` when CUDA is available) and the other keyword arguments of ``__init__``.
         """
@@ -150,8 +150,11 @@ class DALIDetDataLoader:
         transform = OcclusionCopyPaste(**ocp)
         root = ds.get("data_root", "") or ""
         classes = ds.get("metainfo", {}).get("classes")
+        filter_cfg = ds.get("filter_cfg") or {}  # the CPU path's filter, so both paths train on the same images
         source = CocoInstances(osp.join(root, ds["ann_file"]), osp.join(root, ds.get("data_prefix", {}).get("img", "")),
-                               classes=list(classes) if classes is not None else None)
+                               classes=list(classes) if classes is not None else None,
+                               filter_empty_gt=bool(filter_cfg.get("filter_empty_gt", False)),
+                               min_size=int(filter_cfg.get("min_size", 0)))
         if kw.get("device", "auto") == "auto":
             kw["device"] = "gpu" if torch.cuda.is_available() else "cpu"
         return cls(source, transform.cfg, seed=transform.seed, **kw)
