@@ -10,7 +10,7 @@ from ocp_dali.backends import get_backend
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset, draw_batch_basket
 from ocp_dali.data.usable import UsableImages
-from ocp_dali.lsj import apply_lsj, sample_lsj
+from ocp_dali.lsj import apply_lsj, lsj_for_sample
 from ocp_dali.plan import PastePlan, sample_plan, sample_rng
 from ocp_dali.sample import Sample
 from ocp_dali.stage import gather_sources
@@ -63,7 +63,7 @@ def augment(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int =
     plan, dropped = usable_sources(dataset, plan)
     sources = gather_sources(plan, lambda b, rows: dataset.load(plan.basket[b]))
     out = apply(plan, destination, sources, backend=backend)
-    return replace(out, info={**(out.info or {}), "dropped_sources": dropped}) if dropped else out
+    return replace(out, info={**out.info, "dropped_sources": dropped}) if dropped else out
 
 
 def augment_batch(dataset: InstanceDataset, indices: Sequence[int], *, epoch: int = 0, seed: int = 0,
@@ -97,7 +97,6 @@ def reference_sample(dataset: InstanceDataset, index: int, *, epoch: int, seed: 
         out = augment(dataset, index, epoch=epoch, seed=seed, cfg=cfg)
     if not geometry:
         return out
-    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     meta = dataset.meta(index)
-    p = sample_lsj(sample_rng(seed, epoch, index, stream=1), meta.height, meta.width, size, lsj=lsj)
+    p = lsj_for_sample(seed, epoch, index, meta.height, meta.width, output_size, lsj=lsj)
     return apply_lsj(out, p, meta.flip_index)

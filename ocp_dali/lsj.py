@@ -23,6 +23,7 @@ import numpy as np
 from ocp_dali.geometry import Q_ONE
 from ocp_dali.keypoints import keep_on_canvas
 from ocp_dali.masks import tight_boxes
+from ocp_dali.plan import sample_rng
 from ocp_dali.sample import Sample
 from ocp_dali.xp import array_module, to_numpy
 
@@ -60,6 +61,18 @@ class LSJParams:
         if self.flip:
             x = self.valid_w - x
         return np.stack([x, y], axis=-1)
+
+
+def canvas_size(output_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(H, W)`` of an output size given as ``S`` (square) or ``(H, W)``."""
+    return (output_size, output_size) if isinstance(output_size, int) else (int(output_size[0]), int(output_size[1]))
+
+
+def lsj_for_sample(seed: int, epoch: int, index: int, h: int, w: int, output_size: int | tuple[int, int], *,
+                   lsj: bool = True) -> LSJParams:
+    """The LSJ geometry of dataset sample ``index`` of an ``h x w`` image: drawn from its own stream of
+    ``(seed, epoch, index)`` (``stream=1``), so the DALI workers and the reference draw the same."""
+    return sample_lsj(sample_rng(seed, epoch, index, stream=1), h, w, canvas_size(output_size), lsj=lsj)
 
 
 def sample_lsj(rng: np.random.Generator, h: int, w: int, out_size: tuple[int, int], *, lsj: bool = True,

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
+from ocp_dali.lsj import canvas_size
 from ocp_dali.source import EpochSource
 from ocp_dali.stage import ocp_stage
 from ocp_dali.wire import OUTPUT_NAMES, WorkerBatch
@@ -52,7 +53,7 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
         raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id {shard_id} must be in [0, {num_shards})")
-    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    size = canvas_size(output_size)
     source = EpochSource(dataset, cfg, seed, batch_size, size, lsj, geometry, shuffle, shard_id, num_shards, epoch,
                          start_iteration, frozenset(bad))
     slots = source.slots

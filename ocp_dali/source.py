@@ -18,7 +18,7 @@ from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset, draw_batch_basket
 from ocp_dali.data.usable import UsableImages
 from ocp_dali.errors import DataError
-from ocp_dali.lsj import sample_lsj
+from ocp_dali.lsj import lsj_for_sample
 from ocp_dali.plan import PastePlan, sample_plan, sample_rng
 from ocp_dali.wire import SampleKey, WorkerBatch, pack_annotation, pack_lsj, pack_plan
 
@@ -127,8 +127,7 @@ class EpochSource:
                                           else np.zeros(0, dtype=np.uint8))
             out.plans.append(pack_plan(plan))
             meta = self.dataset.meta(src)
-            lsj = sample_lsj(sample_rng(self.seed, epoch, src, stream=1), meta.height, meta.width, self.out_size,
-                             lsj=self.lsj)
+            lsj = lsj_for_sample(self.seed, epoch, src, meta.height, meta.width, self.out_size, lsj=self.lsj)
             out.lsjs.append(pack_lsj(lsj))
             out.keys.append(SampleKey(src, epoch, index if src != index else -1, dropped).pack())
         return out.pack()

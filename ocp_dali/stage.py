@@ -108,9 +108,9 @@ def stage_outputs(s: Sample, key: SampleKey, skipped_annotations: int, xp: Any) 
     """The stage outputs of one sample, in ``wire.OUTPUT_NAMES`` order, as contiguous ``xp`` arrays."""
     n = len(s)
     kp = s.keypoints if s.keypoints is not None else xp.zeros((n, 0, 3), dtype=xp.float32)
-    info = s.info or {}
-    row = InfoRow(key.index, key.epoch, s.image_id, info.get("pasted", 0), info.get("skipped", 0),
-                  info.get("dropped_existing", 0) + info.get("dropped_pasted", 0), info.get("dropped_by_crop", 0),
+    info = s.info  # every Sample carries all of sample.COUNTS
+    row = InfoRow(key.index, key.epoch, s.image_id, info["pasted"], info["skipped"],
+                  info["dropped_existing"] + info["dropped_pasted"], info["dropped_by_crop"],
                   skipped_annotations, key.stand_in_for, key.dropped_sources)
     return [xp.ascontiguousarray(a) for a in (s.image, s.masks, s.amodal_masks, s.occluder_masks, s.boxes, s.labels,
                                              s.occlusion_rate, s.order, kp, s.pasted, s.ann_ids,
