@@ -773,6 +773,6 @@ class ApplyBatch:
                 crowd_masks=planes(o.crowd, m["crowd_plane"], c),
                 image_id=dst.image_id,
                 file_name=dst.file_name,
-                info=info,
+                info={**dst.info, **info},  # the destination's own counts (a crop before the paste) carry on
             ))
         return out

@@ -31,11 +31,12 @@ from ocp_dali.config import OCPConfig
 from ocp_dali.data.coco import CocoInstances
 from ocp_dali.data.synthetic import SyntheticScenes
 from ocp_dali.errors import DataError
+from ocp_dali.lsj import Geometry
 from ocp_dali.plan import ImageMeta, PasteOp, PastePlan, sample_plan, sample_rng
 from ocp_dali.sample import Sample
 
 __all__ = [
-    "OCPConfig", "CocoInstances", "SyntheticScenes", "DataError", "ImageMeta", "PasteOp", "PastePlan", "Sample",
+    "OCPConfig", "Geometry", "CocoInstances", "SyntheticScenes", "DataError", "ImageMeta", "PasteOp", "PastePlan", "Sample",
     "apply", "augment", "augment_batch", "plan_for", "sample_plan", "sample_rng",
 ]
 __version__ = "0.1.0"

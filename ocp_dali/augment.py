@@ -10,8 +10,9 @@ from ocp_dali.backends import get_backend
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset, draw_batch_basket
 from ocp_dali.data.usable import UsableImages
-from ocp_dali.lsj import apply_lsj, lsj_for_sample
-from ocp_dali.plan import PastePlan, sample_plan, sample_rng
+from ocp_dali.lsj import Geometry, apply_lsj, as_geometry
+from ocp_dali.placement import PlacedPlan, plan_sample
+from ocp_dali.plan import PastePlan, sample_rng
 from ocp_dali.sample import Sample
 from ocp_dali.stage import gather_sources
 
@@ -27,18 +28,25 @@ def apply(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None]
     return get_backend(backend).apply_batch([plan], [destination], [sources])[0]
 
 
-def plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0, cfg: OCPConfig,
-             rank: int = 0, basket: Sequence[int] | None = None) -> PastePlan:
-    """The plan of sample ``index`` (no pixels read): basket drawn from ``(seed, epoch, index, rank)``.
-
-    ``basket`` overrides the drawn basket (``source="batch"``: the other images of the batch).
-    """
+def placed_plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0, cfg: OCPConfig,
+                    rank: int = 0, basket: Sequence[int] | None = None,
+                    geometry: Geometry | None = None) -> PlacedPlan:
+    """The plan and geometry of sample ``index`` (no pixels read; ``placement.plan_sample``): basket drawn from
+    ``(seed, epoch, index, rank)``. ``basket`` overrides the drawn basket (``source="batch"``: the other images of
+    the batch, see ``draw_batch_basket``)."""
     rng = sample_rng(seed, epoch, index, rank)
     if basket is None:
         if cfg.source == "batch":
             raise ValueError("cfg.source='batch' draws sources from a batch: pass basket= (see augment_batch)")
         basket = dataset.basket_indices(rng, index, cfg.basket_size)  # type: ignore[attr-defined]
-    return sample_plan(rng, dataset.meta(index), [dataset.meta(i) for i in basket], cfg)
+    return plan_sample(rng, (seed, epoch, index, rank), dataset.meta(index), [dataset.meta(i) for i in basket],
+                       cfg, geometry)
+
+
+def plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0, cfg: OCPConfig,
+             rank: int = 0, basket: Sequence[int] | None = None) -> PastePlan:
+    """The plan of sample ``index`` on its raw image (``placed_plan_for`` without geometry)."""
+    return placed_plan_for(dataset, index, epoch=epoch, seed=seed, cfg=cfg, rank=rank, basket=basket).plan
 
 
 def usable_sources(dataset: InstanceDataset, plan: PastePlan) -> tuple[PastePlan, int]:
@@ -49,54 +57,70 @@ def usable_sources(dataset: InstanceDataset, plan: PastePlan) -> tuple[PastePlan
     return plan, len(bad)
 
 
+def apply_placed(placed: PlacedPlan, destination: Sample, sources: Sequence[Sample | None], *,
+                 flip_index: tuple[int, ...] | None = None, backend: str | Any = "numpy") -> Sample:
+    """Apply a ``PlacedPlan``: the destination's geometry, then the paste (the seed's order), or the paste, then
+    the geometry (``paste_first``); ``flip_index``: the keypoint permutation of a flip (where the plan has none)."""
+    flip_index = placed.plan.flip_index or flip_index
+    if placed.geometry is not None and placed.geometry_first:
+        destination = apply_lsj(destination, placed.geometry, flip_index)
+    out = apply(placed.plan, destination, sources, backend=backend)
+    if placed.geometry is not None and not placed.geometry_first:
+        out = apply_lsj(out, placed.geometry, flip_index)
+    return out
+
+
 def augment(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0,
-            cfg: OCPConfig | None = None, backend: str = "numpy", rank: int = 0) -> Sample:
-    """Load sample ``index`` and augment it; the same ``(seed, epoch, index, rank)`` gives the same result.
+            cfg: OCPConfig | None = None, backend: str = "numpy", rank: int = 0,
+            geometry: Geometry | None = None) -> Sample:
+    """Load sample ``index`` and augment it (in ``geometry``, see ``lsj.Geometry``; None: on the raw image); the
+    same ``(seed, epoch, index, rank)`` gives the same result.
 
     Only the basket images the plan pastes from are decoded; pastes from a basket image that cannot be used are
     left out (``usable_sources``; counted in ``info["dropped_sources"]``). A destination that cannot be used raises
     ``DataError`` naming its file.
     """
     cfg = cfg or OCPConfig.ocp()
-    plan = plan_for(dataset, index, epoch=epoch, seed=seed, cfg=cfg, rank=rank)
+    placed = placed_plan_for(dataset, index, epoch=epoch, seed=seed, cfg=cfg, rank=rank, geometry=geometry)
     destination = dataset.load(index)
-    plan, dropped = usable_sources(dataset, plan)
+    plan, dropped = usable_sources(dataset, placed.plan)
     sources = gather_sources(plan, lambda b, rows: dataset.load(plan.basket[b]))
-    out = apply(plan, destination, sources, backend=backend)
+    out = apply_placed(replace(placed, plan=plan), destination, sources,
+                       flip_index=dataset.meta(index).flip_index, backend=backend)
     return replace(out, info={**out.info, "dropped_sources": dropped}) if dropped else out
 
 
 def augment_batch(dataset: InstanceDataset, indices: Sequence[int], *, epoch: int = 0, seed: int = 0,
-                  cfg: OCPConfig | None = None, backend: str = "numpy", rank: int = 0) -> list[Sample]:
+                  cfg: OCPConfig | None = None, backend: str = "numpy", rank: int = 0,
+                  geometry: Geometry | None = None) -> list[Sample]:
     """Augment a batch. With ``cfg.source="batch"`` each sample's basket is drawn from the batch's other images
     (no extra decoding); otherwise each sample is ``augment(dataset, index, ...)``."""
     cfg = cfg or OCPConfig.ocp()
     if cfg.source != "batch":
-        return [augment(dataset, i, epoch=epoch, seed=seed, cfg=cfg, backend=backend, rank=rank) for i in indices]
+        return [augment(dataset, i, epoch=epoch, seed=seed, cfg=cfg, backend=backend, rank=rank, geometry=geometry)
+                for i in indices]
     loaded = {i: dataset.load(i) for i in dict.fromkeys(indices)}
     out = []
     for pos, index in enumerate(indices):
-        rng = sample_rng(seed, epoch, index, rank)
+        rng = sample_rng(seed, epoch, index, rank)  # the basket, then the plan: one stream, as in the workers
         basket = draw_batch_basket(rng, indices, pos, cfg.basket_size)
-        plan = sample_plan(rng, dataset.meta(index), [dataset.meta(i) for i in basket], cfg)
-        out.append(apply(plan, loaded[index], [loaded[i] for i in basket], backend=backend))
+        placed = plan_sample(rng, (seed, epoch, index, rank), dataset.meta(index), [dataset.meta(i) for i in basket],
+                             cfg, geometry)
+        out.append(apply_placed(placed, loaded[index], [loaded[i] for i in basket],
+                                flip_index=dataset.meta(index).flip_index, backend=backend))
     return out
 
 
 def reference_sample(dataset: InstanceDataset, index: int, *, epoch: int, seed: int, cfg: OCPConfig,
-                     output_size: int | tuple[int, int] = 1024, lsj: bool = True, geometry: bool = True,
+                     geometry: Geometry | bool = True, output_size: int | tuple[int, int] = 1024, lsj: bool = True,
                      batch: list[int] | None = None) -> Sample:
     """What the DALI pipeline produces for one sample, by the NumPy reference alone: ``augment`` (or
-    ``augment_batch`` for ``cfg.source == "batch"``; ``batch``: the sample's batch), then the sample's LSJ geometry
-    (``geometry=False``: none). ``OCPDataset`` serves these; tests compare the pipeline with them."""
+    ``augment_batch`` for ``cfg.source == "batch"``; ``batch``: the sample's batch) in the sample's geometry
+    (``lsj.as_geometry(geometry, output_size, lsj)``; False: none). ``OCPDataset`` serves these; tests compare the
+    pipeline with them."""
+    geo = as_geometry(geometry, output_size, lsj)
     if cfg.source == "batch":
         if batch is None:
             raise ValueError("source='batch' needs the sample's batch")
-        out = augment_batch(dataset, batch, epoch=epoch, seed=seed, cfg=cfg)[batch.index(index)]
-    else:
-        out = augment(dataset, index, epoch=epoch, seed=seed, cfg=cfg)
-    if not geometry:
-        return out
-    meta = dataset.meta(index)
-    p = lsj_for_sample(seed, epoch, index, meta.height, meta.width, output_size, lsj=lsj)
-    return apply_lsj(out, p, meta.flip_index)
+        return augment_batch(dataset, batch, epoch=epoch, seed=seed, cfg=cfg, geometry=geo)[batch.index(index)]
+    return augment(dataset, index, epoch=epoch, seed=seed, cfg=cfg, geometry=geo)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 
@@ -68,24 +68,97 @@ def canvas_size(output_size: int | tuple[int, int]) -> tuple[int, int]:
     return (output_size, output_size) if isinstance(output_size, int) else (int(output_size[0]), int(output_size[1]))
 
 
-def lsj_for_sample(seed: int, epoch: int, index: int, h: int, w: int, output_size: int | tuple[int, int], *,
-                   lsj: bool = True) -> LSJParams:
-    """The LSJ geometry of dataset sample ``index`` of an ``h x w`` image: drawn from its own stream of
-    ``(seed, epoch, index)`` (``stream=1``), so the DALI workers and the reference draw the same."""
-    return sample_lsj(sample_rng(seed, epoch, index, stream=1), h, w, canvas_size(output_size), lsj=lsj)
+GeometryKind = Literal["lsj", "fit", "resize"]
+Placement = Literal["seed", "paste_first"]
+KINDS: tuple[str, ...] = get_args(GeometryKind)
+PLACEMENTS: tuple[str, ...] = get_args(Placement)
 
 
-def sample_lsj(rng: np.random.Generator, h: int, w: int, out_size: tuple[int, int], *, lsj: bool = True,
-               ratio_range: tuple[float, float] = LSJ_RATIO_RANGE, flip_prob: float = 0.5) -> LSJParams:
-    """Draw the geometry of one ``h x w`` sample (always 4 numbers: ratio, crop x, crop y, flip)."""
-    out_h, out_w = out_size
-    u = rng.random(4)
-    ratio = ratio_range[0] + (ratio_range[1] - ratio_range[0]) * float(u[0]) if lsj else 1.0
-    f = ratio * min(out_h / h, out_w / w)
-    rh, rw = max(1, int(round(h * f))), max(1, int(round(w * f)))
-    cx = min(int(u[1] * (max(rw - out_w, 0) + 1)), max(rw - out_w, 0))
-    cy = min(int(u[2] * (max(rh - out_h, 0) + 1)), max(rh - out_h, 0))
-    flip = bool(u[3] < flip_prob)
+@dataclass(frozen=True)
+class Geometry:
+    """The train geometry of a sample, and where the paste happens in it.
+
+    Kinds (each with a horizontal flip of probability ``flip_prob``):
+        ``"lsj"``: mmdet's large-scale jitter: ``RandomResize(scale=size, ratio_range)`` keep-ratio,
+            ``RandomCrop(size, allow_negative_crop)``, ``Pad(size)``: an ``size`` canvas (the Mask2Former configs).
+        ``"fit"``: keep-ratio resize into ``size``, padded to it (LSJ with ratio 1, no crop).
+        ``"resize"``: mmdet's multi-scale keep-ratio ``RandomResize(scale=[scales[0], scales[1]])``: the long and
+            short edge limits drawn in their ranges, no crop, no padding (the output is the resized image: sizes
+            differ per sample; the Mask R-CNN configs).
+    Placements:
+        ``"seed"``: the seed's order. The destination gets its geometry first and is pasted on at its output size;
+            with ``"lsj"`` each source gets its own LSJ draw (the seed's Mask2Former pipeline), folded into the
+            paste's warp (``ocp_dali.placement``), with ``"fit"``/``"resize"`` the sources are pasted raw (the
+            seed's Mask R-CNN pipeline).
+        ``"paste_first"``: an ocp_dali variant: paste at raw size, then the geometry on the result.
+    """
+
+    kind: GeometryKind = "lsj"
+    size: tuple[int, int] = (1024, 1024)
+    ratio_range: tuple[float, float] = LSJ_RATIO_RANGE
+    scales: tuple[tuple[int, int], tuple[int, int]] = ((1333, 640), (1333, 800))
+    flip_prob: float = 0.5
+    placement: Placement = "seed"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Geometry: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"Geometry: placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        # configs give lists (and ints for squares): store tuples, so geometries compare and pickle alike
+        object.__setattr__(self, "size", canvas_size(self.size if isinstance(self.size, int) else tuple(self.size)))
+        object.__setattr__(self, "ratio_range", tuple(float(v) for v in self.ratio_range))
+        object.__setattr__(self, "scales", tuple(tuple(int(v) for v in s) for s in self.scales))
+        if len(self.scales) != 2 or any(len(s) != 2 or min(s) <= 0 for s in self.scales):
+            raise ValueError(f"Geometry: scales must be two (long, short) pairs, got {self.scales}")
+        if min(self.size) <= 0 or not 0 < self.ratio_range[0] <= self.ratio_range[1]:
+            raise ValueError(f"Geometry: bad size {self.size} or ratio_range {self.ratio_range}")
+
+    @classmethod
+    def lsj(cls, size: int | tuple[int, int] = 1024, ratio_range: tuple[float, float] = LSJ_RATIO_RANGE,
+            placement: Placement = "seed") -> "Geometry":
+        return cls("lsj", canvas_size(size), tuple(ratio_range), placement=placement)  # type: ignore[arg-type]
+
+    @classmethod
+    def fit(cls, size: int | tuple[int, int] = 1024, placement: Placement = "seed") -> "Geometry":
+        return cls("fit", canvas_size(size), placement=placement)
+
+    @classmethod
+    def resize(cls, scales=((1333, 640), (1333, 800)), placement: Placement = "seed") -> "Geometry":
+        return cls("resize", scales=scales, placement=placement)
+
+    @property
+    def seed_order(self) -> bool:
+        """The destination gets its geometry before the paste."""
+        return self.placement == "seed"
+
+    def draw(self, rng: np.random.Generator, h: int, w: int) -> "LSJParams":
+        """The geometry of one ``h x w`` sample (always 4 numbers from ``rng``: ratio or short edge, crop x or long
+        edge, crop y, flip)."""
+        u = rng.random(4)
+        if self.kind == "resize":
+            (l0, s0), (l1, s1) = self.scales
+            lo_long, hi_long = sorted((max(l0, s0), max(l1, s1)))
+            lo_short, hi_short = sorted((min(l0, s0), min(l1, s1)))
+            long_edge = lo_long + min(int(u[1] * (hi_long - lo_long + 1)), hi_long - lo_long)
+            short_edge = lo_short + min(int(u[0] * (hi_short - lo_short + 1)), hi_short - lo_short)
+            f = min(long_edge / max(h, w), short_edge / min(h, w))
+            rh, rw = max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))  # mmcv's rescale_size rounding
+            return lsj_params(h, w, (rh, rw), (rh, rw), (0, 0), bool(u[3] < self.flip_prob))
+        out_h, out_w = self.size
+        lo, hi = self.ratio_range if self.kind == "lsj" else (1.0, 1.0)
+        f = (lo + (hi - lo) * float(u[0])) * min(out_h / h, out_w / w)
+        rh, rw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+        cx = min(int(u[1] * (max(rw - out_w, 0) + 1)), max(rw - out_w, 0))
+        cy = min(int(u[2] * (max(rh - out_h, 0) + 1)), max(rh - out_h, 0))
+        return lsj_params(h, w, (rh, rw), (out_h, out_w), (cx, cy), bool(u[3] < self.flip_prob))
+
+
+def lsj_params(h: int, w: int, resized: tuple[int, int], out_size: tuple[int, int], crop: tuple[int, int],
+               flip: bool) -> LSJParams:
+    """``LSJParams`` of an ``h x w`` image resized to ``resized`` ``(rh, rw)``, cropped at ``crop`` ``(cx, cy)``,
+    flipped or not, on an ``out_size`` ``(H, W)`` canvas."""
+    (rh, rw), (out_h, out_w), (cx, cy) = resized, out_size, crop
     sx, sy = rw / w, rh / h
     vw, vh = min(out_w, rw - cx), min(out_h, rh - cy)
     # output X (centre X + 0.5) -> content x_c = X (or vw - 1 - X flipped) -> resized x_c + cx -> input
@@ -97,6 +170,30 @@ def sample_lsj(rng: np.random.Generator, h: int, w: int, out_size: tuple[int, in
     inv = (ax, 0.0, cxx, 0.0, ay, cyy)
     inv_q = tuple(int(round(v * Q_ONE)) for v in inv)
     return LSJParams(out_h, out_w, sx, sy, cx, cy, vw, vh, flip, inv_q)  # type: ignore[arg-type]
+
+
+def as_geometry(geometry: "Geometry | bool | None", output_size: int | tuple[int, int] = 1024,
+                lsj: bool = True) -> "Geometry | None":
+    """A ``Geometry`` from the loaders' arguments: a ``Geometry`` as it is; True: LSJ (``lsj``) or fit into
+    ``output_size`` in the seed's placement; False / None: none (outputs at the image's own size)."""
+    if isinstance(geometry, Geometry):
+        return geometry
+    if not geometry:
+        return None
+    return Geometry.lsj(output_size) if lsj else Geometry.fit(output_size)
+
+
+def lsj_for_sample(seed: int, epoch: int, index: int, h: int, w: int, geometry: "Geometry") -> LSJParams:
+    """The geometry of dataset sample ``index`` of an ``h x w`` image: drawn from its own stream of
+    ``(seed, epoch, index)`` (``stream=1``), so the DALI workers and the reference draw the same."""
+    return geometry.draw(sample_rng(seed, epoch, index, stream=1), h, w)
+
+
+def sample_lsj(rng: np.random.Generator, h: int, w: int, out_size: tuple[int, int], *, lsj: bool = True,
+               ratio_range: tuple[float, float] = LSJ_RATIO_RANGE, flip_prob: float = 0.5) -> LSJParams:
+    """Draw the LSJ (``lsj=False``: fit) geometry of one ``h x w`` sample onto an ``out_size`` canvas."""
+    kind = "lsj" if lsj else "fit"
+    return Geometry(kind, out_size, tuple(ratio_range), flip_prob=flip_prob).draw(rng, h, w)  # type: ignore[arg-type]
 
 
 def sample_affine(image, masks: list, inv_q16: tuple[int, ...], out_h: int, out_w: int, valid_w: int,

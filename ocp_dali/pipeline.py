@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
-from ocp_dali.lsj import canvas_size
+from ocp_dali.lsj import Geometry, as_geometry
 from ocp_dali.source import EpochSource
 from ocp_dali.stage import ocp_stage
 from ocp_dali.wire import OUTPUT_NAMES, WorkerBatch
@@ -30,7 +30,7 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "gpu", batch_size: int = 8,
                    output_size: int | tuple[int, int] = 1024, seed: int = 0, num_threads: int = 2,
                    py_num_workers: int = 2, shard_id: int = 0, num_shards: int = 1, lsj: bool = True,
-                   geometry: bool = True, normalize: bool = True, shuffle: bool = True, epoch: int = 0,
+                   geometry: Geometry | bool = True, normalize: bool = True, shuffle: bool = True, epoch: int = 0,
                    prefetch_queue_depth: int = 2, device_id: int | None = None, start_iteration: int = 0,
                    bad: frozenset[int] = frozenset()):
     """A built-ready DALI pipeline of OC&P (see the module docstring for the outputs).
@@ -39,8 +39,10 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
         dataset: ``CocoInstances``, ``SyntheticScenes`` or any ``InstanceDataset`` with ``read_bytes`` and
             ``annotation``; it is pickled into each worker process.
         device: ``"gpu"`` (nvJPEG, CuPy kernels) or ``"cpu"`` (DALI CPU operators, the NumPy reference).
-        output_size: LSJ output canvas (``S`` or ``(H, W)``).
-        geometry: False skips LSJ and normalisation (outputs at the image's own size: for tests and inspection).
+        geometry: the samples' geometry and placement (``lsj.Geometry``); True: ``Geometry.lsj(output_size)``
+            (``lsj=False``: ``Geometry.fit(output_size)``) in the seed's placement; False skips geometry and
+            normalisation (outputs at the image's own size: for tests and inspection).
+        output_size, lsj: see ``geometry``.
         epoch: the epoch of DALI's first epoch (later ones count up from it).
         start_iteration: the batch that first epoch starts at (resume mid-epoch).
         bad: dataset indices of images to treat as unusable (see ``EpochSource``).
@@ -53,11 +55,11 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
         raise ValueError(f"device must be 'gpu' or 'cpu', got {device!r}")
     if not 0 <= shard_id < num_shards:
         raise ValueError(f"shard_id {shard_id} must be in [0, {num_shards})")
-    size = canvas_size(output_size)
-    source = EpochSource(dataset, cfg, seed, batch_size, size, lsj, geometry, shuffle, shard_id, num_shards, epoch,
-                         start_iteration, frozenset(bad))
+    geo = as_geometry(geometry, output_size, lsj)
+    source = EpochSource(dataset, cfg, seed, batch_size, geo, shuffle, shard_id, num_shards, epoch, start_iteration,
+                         frozenset(bad))
     slots = source.slots
-    stage = ocp_stage("cupy" if device == "gpu" else "numpy", slots, geometry, getattr(dataset, "flip_index", None))
+    stage = ocp_stage("cupy" if device == "gpu" else "numpy", slots, geo, getattr(dataset, "flip_index", None))
     dev_id = (0 if device_id is None else device_id) if device == "gpu" else None
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=dev_id, py_num_workers=py_num_workers,
@@ -78,7 +80,7 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
             rest = [r.gpu() for r in rest]
         res = list(fn.python_function(dest, *rest, function=stage, num_outputs=len(OUTPUT_NAMES),
                                       batch_processing=True, device=device))
-        if geometry and normalize:
+        if geo is not None and normalize:
             res[0] = fn.crop_mirror_normalize(res[0], dtype=types.FLOAT, output_layout="CHW", mean=IMAGENET_MEAN,
                                               std=IMAGENET_STD, device=device)
         return tuple(res)

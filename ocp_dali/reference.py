@@ -506,7 +506,8 @@ def emit(destination: Sample, layers: PasteLayers, keep: np.ndarray) -> Sample:
     boxes, occlusion_rate = occlusion_stats(layers, rows, vis, amodal, amodal_box)
     crowd = layers.crowd
     crowd_keep = crowd.reshape(len(crowd), -1).any(axis=1) if len(crowd) else np.zeros(0, dtype=bool)
-    info = dict(
+    info = dict(  # on top of the destination's own counts (a crop before the paste: ``dropped_by_crop``)
+        destination.info,
         pasted=row - n0,
         skipped=layers.skipped,
         dropped_existing=int(n0 - keep[:n0].sum()),

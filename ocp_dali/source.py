@@ -1,7 +1,7 @@
 """The reader of the DALI graph: what each worker process hands over for one batch (``EpochSource``).
 
 For each batch of a shard's epoch a worker reads the encoded files and the annotations (RLE run counts,
-kilobytes), draws each sample's plan and LSJ parameters from ``(seed, epoch, index)``, and returns bytes and numbers
+kilobytes), draws each sample's plan and geometry from ``(seed, epoch, index)`` (``placement.plan_sample``), and returns bytes and numbers
 in the ``wire.WorkerBatch`` layout. Images that cannot be used follow ``ocp_dali.data.usable``: the next usable image
 stands in for a bad destination (``SampleKey.stand_in_for``), pastes from a bad source are left out
 (``SampleKey.dropped_sources``).
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,8 +18,9 @@ from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset, draw_batch_basket
 from ocp_dali.data.usable import UsableImages
 from ocp_dali.errors import DataError
-from ocp_dali.lsj import lsj_for_sample
-from ocp_dali.plan import PastePlan, sample_plan, sample_rng
+from ocp_dali.lsj import Geometry
+from ocp_dali.placement import PlacedPlan, plan_sample
+from ocp_dali.plan import sample_rng
 from ocp_dali.wire import SampleKey, WorkerBatch, pack_annotation, pack_lsj, pack_plan
 
 
@@ -64,9 +65,7 @@ class EpochSource:
     cfg: OCPConfig
     seed: int
     batch_size: int
-    out_size: tuple[int, int]
-    lsj: bool = True
-    geometry: bool = True
+    geometry: Geometry | None = None
     shuffle: bool = True
     shard_id: int = 0
     num_shards: int = 1
@@ -94,18 +93,19 @@ class EpochSource:
         failed = {i: DataError(f"<image {i}>", "failed in the pipeline's decoder") for i in self.bad}
         return UsableImages.for_decoder(self.dataset, failed)
 
-    def plan(self, epoch: int, batch: list[int], pos: int, usable: UsableImages) -> tuple[PastePlan, list[int], int]:
-        """The plan of the sample at ``pos`` of ``batch`` (dataset indices after stand-ins), its basket, and how
-        many of its sources were left out as unusable."""
+    def plan(self, epoch: int, batch: list[int], pos: int, usable: UsableImages) -> tuple[PlacedPlan, list[int], int]:
+        """The plan and geometry of the sample at ``pos`` of ``batch`` (dataset indices after stand-ins;
+        ``placement.plan_sample``), its basket, and how many of its sources were left out as unusable."""
         index = batch[pos]
         rng = sample_rng(self.seed, epoch, index)
         if self.cfg.source == "batch":
             basket = draw_batch_basket(rng, batch, pos, self.cfg.basket_size)
         else:
             basket = self.dataset.basket_indices(rng, index, self.cfg.basket_size)  # type: ignore[attr-defined]
-        plan = sample_plan(rng, self.dataset.meta(index), [self.dataset.meta(b) for b in basket], self.cfg)
-        plan, bad = usable.without_unusable_sources(plan)
-        return plan, basket, len(bad)
+        placed = plan_sample(rng, (self.seed, epoch, index, 0), self.dataset.meta(index),
+                             [self.dataset.meta(b) for b in basket], self.cfg, self.geometry)
+        plan, bad = usable.without_unusable_sources(placed.plan)
+        return replace(placed, plan=plan), basket, len(bad)
 
     def __call__(self, info) -> tuple[list[np.ndarray], ...]:
         epoch = self.epoch_offset + int(info.epoch_idx)
@@ -117,7 +117,8 @@ class EpochSource:
         out = WorkerBatch([], [], tuple([] for _ in range(self.slots)), tuple([] for _ in range(self.slots)),
                           [], [], [])
         for pos, (index, src) in enumerate(zip(wanted, actual)):
-            plan, basket, dropped = self.plan(epoch, actual, pos, usable)
+            placed, basket, dropped = self.plan(epoch, actual, pos, usable)
+            plan = placed.plan
             out.dest_images.append(usable.get(src))
             out.dest_anns.append(pack_annotation(self.dataset.annotation(src)))
             used = set(plan.used_sources)
@@ -126,8 +127,6 @@ class EpochSource:
                 out.source_anns[s].append(pack_annotation(self.dataset.annotation(basket[s])) if s in used
                                           else np.zeros(0, dtype=np.uint8))
             out.plans.append(pack_plan(plan))
-            meta = self.dataset.meta(src)
-            lsj = lsj_for_sample(self.seed, epoch, src, meta.height, meta.width, self.out_size, lsj=self.lsj)
-            out.lsjs.append(pack_lsj(lsj))
+            out.lsjs.append(pack_lsj(placed.geometry) if placed.geometry is not None else np.zeros(0))
             out.keys.append(SampleKey(src, epoch, index if src != index else -1, dropped).pack())
         return out.pack()

@@ -7,7 +7,9 @@ One call handles a batch (DALI's batch-mode ``python_function``), in these steps
        and only the pasted instances of the sources) and build the samples with one constructor
        (``sample_from_record``);
     4. the apply step, ``backend.apply_batch``;
-    5. LSJ geometry (``apply_lsj``, NumPy or CuPy arrays alike) and the outputs in ``wire.OUTPUT_NAMES`` order.
+    5. the sample's geometry (``apply_lsj``, NumPy or CuPy arrays alike): on the destination before step 4 in the
+       seed's placement, on the result after it in the ``paste_first`` one (``lsj.Geometry.placement``); then the
+       outputs in ``wire.OUTPUT_NAMES`` order.
 The NumPy backend is the CPU graph; the CuPy backend the GPU graph; the emulated backend runs the GPU graph's
 kernels on the CPU, so the CPU and GPU stages are tested equal without a GPU.
 """
@@ -19,7 +21,7 @@ from typing import Any, TypeVar
 
 from ocp_dali.backends import MaskRequest, get_backend
 from ocp_dali.data.base import sample_from_record
-from ocp_dali.lsj import apply_lsj
+from ocp_dali.lsj import Geometry, apply_lsj
 from ocp_dali.plan import PastePlan
 from ocp_dali.sample import Sample
 from ocp_dali.wire import OUTPUT_NAMES, InfoRow, SampleKey, WorkerBatch, unpack_annotation, unpack_lsj, unpack_plan
@@ -48,8 +50,9 @@ class SourceRef:
 
 @dataclass(frozen=True)
 class StageBatch:
-    """One batch's inputs, unpacked: per sample its plan, LSJ parameters, key, destination pixels and annotation
-    record, and the sources its plan pastes from (``SourceRef`` per basket position, None where unused)."""
+    """One batch's inputs, unpacked: per sample its plan, geometry parameters (None without geometry), key,
+    destination pixels and annotation record, and the sources its plan pastes from (``SourceRef`` per basket
+    position, None where unused)."""
 
     plans: list[PastePlan]
     lsjs: list[Any]
@@ -78,7 +81,8 @@ class StageBatch:
             return source
 
         sources = [gather_sources(plan, fetch(i, plan)) for i, plan in enumerate(plans)]
-        return cls(plans, [unpack_lsj(to_numpy(x)) for x in wb.lsjs], keys, images, anns, sources)
+        lsjs = [unpack_lsj(to_numpy(x)) if x.shape[0] else None for x in wb.lsjs]
+        return cls(plans, lsjs, keys, images, anns, sources)
 
 
 def build_samples(backend: Any, batch: StageBatch) -> tuple[list[Sample], list[list[Sample | None]]]:
@@ -117,7 +121,7 @@ def stage_outputs(s: Sample, key: SampleKey, skipped_annotations: int, xp: Any) 
                                              xp.asarray(row.pack()))]
 
 
-def ocp_stage(backend: Any, slots: int, geometry: bool,
+def ocp_stage(backend: Any, slots: int, geometry: Geometry | None,
               flip_index: tuple[int, ...] | None) -> Callable[..., tuple[list[Any], ...]]:
     """The batch-mode ``python_function`` of the graph (inputs: ``WorkerBatch`` layout with decoded images).
 
@@ -125,7 +129,8 @@ def ocp_stage(backend: Any, slots: int, geometry: bool,
         backend: a name of ``ocp_dali.backends.get_backend`` or a backend object (resolved at the first call, in
             the thread DALI runs the function in).
         slots: source slots per sample (0 with ``source="batch"``).
-        geometry: apply the sample's LSJ parameters (False: outputs at the image's own size).
+        geometry: the samples' geometry (its parameters come per sample from the workers): before the paste in
+            the seed's placement, after it in the ``paste_first`` one; None: outputs at the image's own size.
         flip_index: the dataset's keypoint flip permutation (used where a plan carries none).
     Returns:
         ``stage(*inputs)`` -> one list per output name, one array per sample.
@@ -138,11 +143,14 @@ def ocp_stage(backend: Any, slots: int, geometry: bool,
         be = resolved[0]
         batch = StageBatch.unpack(be, inputs, slots)
         dsts, sources = build_samples(be, batch)
+        flips = [plan.flip_index or flip_index for plan in batch.plans]
+        if geometry is not None and geometry.seed_order:
+            dsts = [apply_lsj(d, p, fl) for d, p, fl in zip(dsts, batch.lsjs, flips)]
         outs = be.apply_batch(batch.plans, dsts, sources)
         cols: list[list[Any]] = [[] for _ in OUTPUT_NAMES]
         for i, out in enumerate(outs):
-            if geometry:
-                out = apply_lsj(out, batch.lsjs[i], batch.plans[i].flip_index or flip_index)
+            if geometry is not None and not geometry.seed_order:
+                out = apply_lsj(out, batch.lsjs[i], flips[i])
             for k, v in enumerate(stage_outputs(out, batch.keys[i], len(batch.anns[i]["skipped"]), be.xp)):
                 cols[k].append(v)
         return tuple(cols)

@@ -15,6 +15,7 @@ import torch
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.base import InstanceDataset
 from ocp_dali.errors import DataError
+from ocp_dali.lsj import Geometry
 from ocp_dali.augment import reference_sample
 from ocp_dali.data.usable import UsableImages
 from ocp_dali.pipeline import build_pipeline
@@ -86,8 +87,13 @@ def _to_torch_list(tl, device: str) -> list[torch.Tensor]:
 class OCPLoader:
     """Iterable over augmented batches from the DALI pipeline, one epoch per ``iter()``.
 
+    Geometry (``lsj.Geometry``): True is LSJ onto an ``output_size`` canvas (``lsj=False``: fit into it) in the
+    seed's placement (the destination's geometry before the paste, each source its own LSJ draw); pass a
+    ``Geometry`` for another kind (``Geometry.resize``: mmdet's multi-scale resize, sizes differ per sample) or
+    ``placement="paste_first"``.
+
     Each batch is a dict: ``images`` (B, 3, S, S) float32 normalised ((B, S, S, 3) uint8 with ``normalize=False``;
-    a list of (H, W, 3) uint8 with ``geometry=False``); per-sample lists ``masks``, ``amodal_masks``, ``occluder_masks`` (N_i, S, S) bool,
+    a list of (H, W, 3) uint8 with ``geometry=False``; a list of per-sample tensors when sizes differ); per-sample lists ``masks``, ``amodal_masks``, ``occluder_masks`` (N_i, S, S) bool,
     ``boxes`` (N_i, 4) float32, ``labels`` (N_i,) int64, ``occlusion_rate``, ``order`` (N_i, N_i) bool,
     ``keypoints`` (N_i, K, 3) float32, ``pasted``, ``ann_ids``; and ``indices``, ``image_ids``, ``epoch``.
     Tensors live on the pipeline's device. ``stats`` accumulates pastes, drops and skipped annotations.
@@ -120,7 +126,8 @@ class OCPLoader:
     def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, device: str = "gpu",
                  batch_size: int = 8, output_size: int | tuple[int, int] = 1024, seed: int = 0,
                  py_num_workers: int = 2, num_threads: int = 2, shard_id: int | None = None,
-                 num_shards: int | None = None, lsj: bool = True, geometry: bool = True, normalize: bool = True,
+                 num_shards: int | None = None, lsj: bool = True, geometry: Geometry | bool = True,
+                 normalize: bool = True,
                  shuffle: bool = True, epoch: int = 0, timeout: float | None = 600.0,
                  on_bad_image: str = "skip") -> None:
         if timeout is not None and not timeout > 0:
@@ -281,7 +288,8 @@ class OCPLoader:
         account.samples += sum(1 for s in stand_in_for if s < 0)
         batch: dict[str, Any] = dict(cols)
         images = batch.pop("image")
-        batch["images"] = torch.stack(images) if self.kw["geometry"] else images
+        same_size = len({tuple(t.shape) for t in images}) == 1
+        batch["images"] = torch.stack(images) if self.kw["geometry"] and same_size else images
         batch["indices"] = [row.index for row in info]
         batch["stand_in_for"] = stand_in_for
         batch["epoch"] = info[0].epoch
@@ -339,7 +347,7 @@ class OCPDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, seed: int = 0,
-                 output_size: int | tuple[int, int] = 1024, lsj: bool = True, geometry: bool = True,
+                 output_size: int | tuple[int, int] = 1024, lsj: bool = True, geometry: Geometry | bool = True,
                  on_bad_image: str = "skip") -> None:
         if on_bad_image not in ON_BAD_IMAGE:
             raise ValueError(f"OCPDataset: on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ocp_dali.geometry import paste_geometry
+from ocp_dali.geometry import PasteGeometry
 from ocp_dali.lsj import LSJParams
 from ocp_dali.plan import PasteOp, PastePlan
 
@@ -50,13 +50,17 @@ def unpack_annotation(blob: np.ndarray) -> dict[str, Any]:
 MODES = ("ocp", "simple")
 PLAN_HEAD = ("height", "width", "mode", "min_size_occ", "bbox_occluded_thr", "mask_occluded_thr", "blend_sigma",
              "skipped_by_prob", "num_candidates", "basket_len", "flip_len", "num_pastes")
+INV_FIELDS = ("inv_a", "inv_b", "inv_c", "inv_d", "inv_e", "inv_f")  # PasteGeometry.inv_q16
+FWD_FIELDS = ("fwd_a", "fwd_b", "fwd_c", "fwd_d", "fwd_e", "fwd_f")  # PasteGeometry.fwd
 PASTE_FIELDS = ("source", "instance", "label", "x0", "y0", "x1", "y1", "has_jitter", "j_colour", "j_bright",
-                "j_contrast", "j_sharp", "flip", "scale", "angle", "targeted", "target", "cx", "cy", "ox", "oy")
+                "j_contrast", "j_sharp", "flip", "scale", "angle", "targeted", "target", "cx", "cy", "ox", "oy",
+                "out_w", "out_h", "identity") + INV_FIELDS + FWD_FIELDS
 
 
 def _paste_row(op: PasteOp) -> list[float]:
     return [op.source, op.instance, op.label, *op.src_box, op.jitter is not None, *(op.jitter or (0, 0, 0, 0)),
-            op.flip, op.scale, op.angle, op.targeted, op.target, *op.center, *op.offset]
+            op.flip, op.scale, op.angle, op.targeted, op.target, *op.center, *op.offset,
+            op.geometry.out_w, op.geometry.out_h, op.geometry.identity, *op.geometry.inv_q16, *op.geometry.fwd]
 
 
 def _paste_op(row: np.ndarray) -> PasteOp:
@@ -65,7 +69,9 @@ def _paste_op(row: np.ndarray) -> PasteOp:
     flip, scale, angle = bool(f["flip"]), float(f["scale"]), int(f["angle"])
     jitter = (tuple(int(f[k]) for k in ("j_colour", "j_bright", "j_contrast", "j_sharp"))
               if f["has_jitter"] else None)
-    geom = paste_geometry(box[2] - box[0], box[3] - box[1], flip, scale, angle)  # recomputed, deterministically
+    # the geometry travels as it is: a folded paste (``ocp_dali.placement``) is not paste_geometry(flip, scale, angle)
+    geom = PasteGeometry(int(f["out_w"]), int(f["out_h"]), tuple(int(f[k]) for k in INV_FIELDS),  # type: ignore[arg-type]
+                         tuple(float(f[k]) for k in FWD_FIELDS), bool(f["identity"]))  # type: ignore[arg-type]
     return PasteOp(int(f["source"]), int(f["instance"]), int(f["label"]), box, jitter, flip, scale, angle, geom,
                    bool(f["targeted"]), int(f["target"]), (int(f["cx"]), int(f["cy"])), (int(f["ox"]), int(f["oy"])))
 
@@ -84,7 +90,7 @@ def pack_plan(plan: PastePlan) -> np.ndarray:
 
 
 def unpack_plan(arr: np.ndarray) -> PastePlan:
-    """Inverse of ``pack_plan`` (paste geometry is recomputed from flip/scale/angle)."""
+    """Inverse of ``pack_plan``."""
     a = np.asarray(arr, dtype=np.float64)
     h = dict(zip(PLAN_HEAD, a[:len(PLAN_HEAD)]))
     p = len(PLAN_HEAD)

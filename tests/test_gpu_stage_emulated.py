@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import data_path
-from ocp_dali import CocoInstances, OCPConfig, SyntheticScenes
+from ocp_dali import CocoInstances, Geometry, OCPConfig, SyntheticScenes
 from ocp_dali.source import EpochSource
 from ocp_dali.stage import ocp_stage
 from ocp_dali.wire import OUTPUT_NAMES, WorkerBatch
@@ -31,8 +31,8 @@ def stage_inputs(src: EpochSource, it: int) -> tuple:
                        wb.lsjs, wb.keys).pack()
 
 
-def assert_stages_equal(ds, cfg, geometry, out_size, batches=2, batch_size=4) -> int:
-    src = EpochSource(ds, cfg, seed=2, batch_size=batch_size, out_size=out_size, geometry=geometry)
+def assert_stages_equal(ds, cfg, geometry, batches=2, batch_size=4) -> int:
+    src = EpochSource(ds, cfg, seed=2, batch_size=batch_size, geometry=geometry)
     flip = getattr(ds, "flip_index", None)
     cpu_stage = ocp_stage("numpy", src.slots, geometry, flip)
     gpu_stage = ocp_stage("emulated", src.slots, geometry, flip)
@@ -49,18 +49,26 @@ def assert_stages_equal(ds, cfg, geometry, out_size, batches=2, batch_size=4) ->
 
 
 @pytest.mark.parametrize("cfg, geometry", [
-    (OCPConfig.ocp(prob=1.0, basket_size=2, blend_sigma=1.0), True),
-    (OCPConfig.ocp(prob=1.0, source="batch", basket_size=2), True),
-    (OCPConfig.simple(), False),
-])
+    (OCPConfig.ocp(prob=1.0, basket_size=2, blend_sigma=1.0), Geometry.lsj((64, 80), ratio_range=(0.5, 2.0))),
+    (OCPConfig.ocp(prob=1.0, basket_size=2, aug_paste_geom_jitter=True, aug_paste_img_jitter=True),
+     Geometry.lsj((64, 80), ratio_range=(0.5, 2.0), placement="paste_first")),
+    (OCPConfig.ocp(prob=1.0, source="batch", basket_size=2), Geometry.lsj((64, 80), ratio_range=(0.5, 2.0))),
+    (OCPConfig.ocp(prob=1.0, basket_size=2), Geometry.resize(((120, 60), (120, 80)))),
+    (OCPConfig.simple(), None),
+], ids=["lsj-seed", "lsj-paste-first", "lsj-seed-batch", "resize-seed", "simple-raw"])
 def test_gpu_stage_equals_cpu_stage(cfg, geometry):
     ds = SyntheticScenes(8, seed=5, image_size=(72, 96))
-    assert assert_stages_equal(ds, cfg, geometry, (64, 80)) > 0
+    assert assert_stages_equal(ds, cfg, geometry) > 0
 
 
-def test_gpu_stage_equals_cpu_stage_on_real_images():
-    """Real COCO persons with keypoints, both jitters, feathering and LSJ: the same ``ocp_stage``, two backends."""
+@pytest.mark.parametrize("geometry", [Geometry.lsj(256), Geometry.lsj(256, placement="paste_first"),
+                                      Geometry.resize(((400, 200), (400, 260)))],
+                         ids=["lsj-seed", "lsj-paste-first", "resize-seed"])
+def test_gpu_stage_equals_cpu_stage_on_real_images(geometry):
+    """Real COCO persons with keypoints, both jitters, feathering, each placement order: the same ``ocp_stage``,
+    two backends, every output identical."""
     ds = CocoInstances(data_path("coco_mini", "annotations", "person_keypoints_val2017.json"),
                        data_path("coco_mini", "val2017"), classes=["person"])
-    cfg = OCPConfig.ocp(prob=1.0, basket_size=2, paste_num=(2, 4), blend_sigma=1.0)
-    assert assert_stages_equal(ds, cfg, True, (256, 256), batches=1, batch_size=3) > 0
+    cfg = OCPConfig.ocp(prob=1.0, basket_size=2, paste_num=(2, 4), blend_sigma=1.0, aug_paste_geom_jitter=True,
+                        aug_paste_img_jitter=True)
+    assert assert_stages_equal(ds, cfg, geometry, batches=1, batch_size=3) > 0

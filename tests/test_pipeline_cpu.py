@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, data_path
-from ocp_dali import CocoInstances, DataError, OCPConfig, SyntheticScenes
+from ocp_dali import CocoInstances, DataError, Geometry, OCPConfig, SyntheticScenes
 from ocp_dali.augment import reference_sample
 from ocp_dali.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from ocp_dali.torch import OCPLoader, OCPDataset
@@ -68,7 +68,9 @@ def assert_equal_to_reference(ds, batch, cfg, *, epoch, seed, size, geometry):
             assert np.array_equal(img, ref.image), index
 
 
-@pytest.mark.parametrize("geometry", [False, True])
+@pytest.mark.parametrize("geometry", [False, True, Geometry.lsj(320, placement="paste_first"),
+                                      Geometry.resize(((500, 300), (500, 400)))],
+                         ids=["raw", "lsj-seed", "lsj-paste-first", "resize-seed"])
 def test_cpu_graph_equals_the_reference_sample_by_sample(coco, geometry):
     cfg = OCPConfig.ocp(prob=1.0, basket_size=2, blend_sigma=1.0)
     loader = OCPLoader(coco, cfg, device="cpu", batch_size=4, output_size=320, seed=5, py_num_workers=2,

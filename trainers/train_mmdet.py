@@ -82,7 +82,13 @@ def choose_weights(cfg, pretrained: bool) -> list[str]:
 
 def use_dali_loader(cfg) -> None:
     """Put a ``DALIDetDataLoader`` config in place of ``train_dataloader``, built by ``OCPRunner``: the same
-    dataset, batch size and ``OcclusionCopyPaste`` entry (after ``--cfg-options``), plus the ``ocp_dali`` settings."""
+    dataset, batch size and ``OcclusionCopyPaste`` entry (after ``--cfg-options``), the geometry of its pipeline
+    (``ocp_dali.mmdet.loader.pipeline_geometry``), plus the ``ocp_dali`` settings (``placement="paste_first"``
+    for ocp_dali's paste-then-geometry variant)."""
+    import dataclasses
+
+    from ocp_dali.mmdet.loader import pipeline_geometry
+
     if cfg.get("runner_type", "OCPRunner") != "OCPRunner":
         raise ValueError(f"--dali needs runner_type='OCPRunner' (ocp_dali.mmdet.loader), the config has "
                          f"{cfg.runner_type!r}")
@@ -91,8 +97,10 @@ def use_dali_loader(cfg) -> None:
     if len(ocp) != 1:
         raise ValueError(f"--dali takes the OC&P settings from the one OcclusionCopyPaste entry of "
                          f"train_dataloader.dataset.pipeline; found {len(ocp)}")
+    settings = dict(cfg.get("ocp_dali", {}))
+    geometry = pipeline_geometry(train.dataset, settings.pop("placement", "seed"))
     cfg.train_dataloader = dict(type="DALIDetDataLoader", dataset=train.dataset.dataset, ocp=ocp[0],
-                                batch_size=train.batch_size, **cfg.get("ocp_dali", {}))
+                                geometry=dataclasses.asdict(geometry), batch_size=train.batch_size, **settings)
     cfg.runner_type = "OCPRunner"
     # the dumped config names the module that registers OCPRunner, so it runs again as it is
     imports = cfg.get("custom_imports", dict(imports=[], allow_failed_imports=False))

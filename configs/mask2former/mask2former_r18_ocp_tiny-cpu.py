@@ -31,6 +31,6 @@ optim_wrapper = dict(_delete_=True, type="OptimWrapper", optimizer=dict(type="Ad
                      clip_grad=dict(max_norm=0.01, norm_type=2))
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(by_epoch=False, interval=3))
 log_processor = dict(by_epoch=False)
-ocp_dali = dict(output_size=256, lsj=True, py_num_workers=1, num_threads=1)
+ocp_dali = dict(py_num_workers=1, num_threads=1)
 custom_hooks = [dict(type="OCPEpochHook"), dict(type="DataFingerprintHook")]
 val_cfg = val_dataloader = val_evaluator = test_cfg = test_dataloader = test_evaluator = None  # no validation

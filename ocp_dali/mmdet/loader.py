@@ -17,11 +17,56 @@ from mmengine.structures import InstanceData
 
 from ocp_dali.config import OCPConfig
 from ocp_dali.data.coco import CocoInstances
-from ocp_dali.lsj import LSJ_RATIO_RANGE
+from ocp_dali.lsj import Geometry
 from ocp_dali.mmdet.transforms import OcclusionCopyPaste
 from ocp_dali.torch import OCPLoader
 
 DALI_LOADER = "DALIDetDataLoader"  # the ``type`` of a train_dataloader config that OCPRunner builds as one
+
+
+RESIZES = ("RandomResize", "Resize")
+
+
+def _scale_pairs(scale: Any) -> tuple[tuple[int, int], tuple[int, int]]:
+    """mmdet's ``scale`` of a resize (one ``(w, h)`` pair or a list of two) as two pairs."""
+    pairs = [tuple(scale)] if isinstance(scale[0], (int, float)) else [tuple(p) for p in scale]
+    if len(pairs) == 1:
+        pairs *= 2
+    if len(pairs) != 2:
+        raise ValueError(f"a resize scale of one or two (w, h) pairs is expected, got {scale}")
+    return (int(pairs[0][0]), int(pairs[0][1])), (int(pairs[1][0]), int(pairs[1][1]))
+
+
+def pipeline_geometry(dataset: dict, placement: str = "seed") -> Geometry:
+    """The geometry an ``OCPMixDataset`` config trains on, for the DALI path (``lsj.Geometry``).
+
+    A resize before ``OcclusionCopyPaste`` in the outer pipeline (the destination only: the seed's Mask R-CNN
+    order) gives ``Geometry.resize`` with its scales; an inner pipeline with ``RandomResize(ratio_range)`` and
+    ``RandomCrop`` (every image: the seed's Mask2Former order) gives ``Geometry.lsj`` at the crop size.
+    ``placement``: ``"seed"`` or ``"paste_first"`` (``ocp_dali`` settings of the config).
+
+    Raises:
+        ValueError: naming the entry, for a pipeline that resizes every image with a plain resize (sources would be
+            resized too, which the DALI path does not do), or that has no train resize at all.
+    """
+    outer = list(dataset.get("pipeline", []))
+    inner = list(dataset.get("dataset", {}).get("pipeline", []))
+    types = [t.get("type") for t in outer]
+    if "OcclusionCopyPaste" not in types:
+        raise ValueError("the dataset's pipeline has no OcclusionCopyPaste entry")
+    before = [t for t in outer[:types.index("OcclusionCopyPaste")] if t.get("type") in RESIZES]
+    if before:
+        return Geometry.resize(_scale_pairs(before[-1]["scale"]), placement=placement)  # type: ignore[arg-type]
+    resize = [t for t in inner if t.get("type") in RESIZES]
+    crop = [t for t in inner if t.get("type") == "RandomCrop"]
+    if resize and "ratio_range" in resize[-1] and crop:
+        h, w = crop[-1]["crop_size"]  # mmdet's crop_size is (h, w)
+        return Geometry.lsj((int(h), int(w)), tuple(resize[-1]["ratio_range"]),  # type: ignore[arg-type]
+                            placement=placement)  # type: ignore[arg-type]
+    if resize:
+        raise ValueError(f"--dali: the inner pipeline resizes every image ({resize[-1]}), sources included; put the "
+                         "resize before OcclusionCopyPaste in the outer pipeline (the seed's Mask R-CNN order)")
+    raise ValueError("--dali: no train resize found in the dataset's pipelines")
 
 
 class TensorMasks(BaseInstanceMasks):
@@ -119,17 +164,17 @@ class DALIDetDataLoader:
     raises ``ocp_dali.workers.WorkerError``).
     """
 
-    def __init__(self, dataset, cfg: OCPConfig, *, device: str = "cpu", batch_size: int = 2,
-                 output_size: int = 1024, seed: int = 0, py_num_workers: int = 2, num_threads: int = 2,
-                 lsj: bool = True, shard_id: int | None = None, num_shards: int | None = None,
-                 timeout: float | None = 600.0, metainfo: dict | None = None) -> None:
+    def __init__(self, dataset, cfg: OCPConfig, *, geometry: Geometry | dict, device: str = "cpu",
+                 batch_size: int = 2, seed: int = 0, py_num_workers: int = 2, num_threads: int = 2,
+                 shard_id: int | None = None, num_shards: int | None = None, timeout: float | None = 600.0,
+                 metainfo: dict | None = None) -> None:
         classes = tuple(getattr(dataset, "classes", ("person",)))
         self.dataset = LoaderDataset(dataset, metainfo if metainfo is not None else dict(classes=classes))
         self.batch_size = batch_size
-        self.output_size = output_size
-        self.loader = OCPLoader(dataset, cfg, device=device, batch_size=batch_size, output_size=output_size,
-                                seed=seed, py_num_workers=py_num_workers, num_threads=num_threads, lsj=lsj,
-                                geometry=True, normalize=False,  # mmdet's data preprocessor normalises
+        self.geometry = geometry if isinstance(geometry, Geometry) else Geometry(**geometry)
+        self.loader = OCPLoader(dataset, cfg, device=device, batch_size=batch_size, seed=seed,
+                                py_num_workers=py_num_workers, num_threads=num_threads, geometry=self.geometry,
+                                normalize=False,  # mmdet's data preprocessor normalises
                                 shard_id=shard_id, num_shards=num_shards, timeout=timeout)
         cat_ids = list(getattr(dataset, "cat_ids", [1]))
         self._label_of = {c: i for i, c in enumerate(cat_ids)}
@@ -139,7 +184,7 @@ class DALIDetDataLoader:
         """The loader a ``train_dataloader`` config of ``type="DALIDetDataLoader"`` describes.
 
         Keys: ``dataset`` (an mmdet COCO dataset config: ``data_root``, ``ann_file``, ``data_prefix.img``,
-        ``metainfo.classes``, ``filter_cfg``), ``ocp`` (an ``OcclusionCopyPaste`` config: ``preset``, ``seed`` and ``OCPConfig``
+        ``metainfo.classes``, ``filter_cfg``), ``geometry`` (``lsj.Geometry`` fields: ``pipeline_geometry``), ``ocp`` (an ``OcclusionCopyPaste`` config: ``preset``, ``seed`` and ``OCPConfig``
         fields, read by the transform itself so both paths parse it alike), ``batch_size``, ``device`` (``"auto"``,
         the default: ``"gpu"`` when CUDA is available) and the other keyword arguments of ``__init__``.
         """
@@ -161,10 +206,15 @@ class DALIDetDataLoader:
 
     def describe(self) -> str:
         """One line for the training log: device, workers, geometry, targets, batch size, shard, OC&P."""
-        kw, src = self.loader.kw, self.dataset.source
-        size = f"{kw['output_size']}x{kw['output_size']}"
-        geometry = (f"large-scale jitter (scale {LSJ_RATIO_RANGE[0]}..{LSJ_RATIO_RANGE[1]}), crop to {size}, "
-                    "flip p=0.5" if kw["lsj"] else f"resize to fit {size}, flip p=0.5, pad to {size}")
+        kw, src, g = self.loader.kw, self.dataset.source, self.geometry
+        size = f"{g.size[1]}x{g.size[0]}"
+        geometry = {"lsj": f"large-scale jitter (scale {g.ratio_range[0]}..{g.ratio_range[1]}), crop to {size}",
+                    "fit": f"resize to fit {size}, pad to {size}",
+                    "resize": f"multi-scale keep-ratio resize to {g.scales[0]}..{g.scales[1]}"}[g.kind]
+        order = ("the seed's placement (destination geometry, then the paste"
+                 + (", each source its own LSJ)" if g.kind == "lsj" else ", sources raw)")
+                 if g.seed_order else "ocp_dali's paste_first placement (paste, then geometry)")
+        geometry += f", flip p={g.flip_prob}; {order}"
         return (f"DALI loader: device {kw['device']}, {kw['py_num_workers']} worker processes, "
                 f"{kw['num_threads']} threads; batch size {kw['batch_size']} per rank, shard {kw['shard_id']} of "
                 f"{kw['num_shards']} ({len(self)} batches an epoch, {len(src)} images, classes "
@@ -189,21 +239,21 @@ class DALIDetDataLoader:
 
     def _to_mmdet(self, batch: dict) -> dict:
         inputs, samples = [], []
-        s = self.output_size
         for k, index in enumerate(batch["indices"]):
             img = batch["images"][k]
             if img.dtype != torch.uint8:
                 raise ValueError("DALIDetDataLoader needs un-normalised uint8 images")
             if img.shape[-1] == 3:  # un-normalised pipeline output is HWC
                 img = img.permute(2, 0, 1)
+            h, w = int(img.shape[1]), int(img.shape[2])  # per sample: a multi-scale resize varies the size
             inputs.append(img.flip(0))  # RGB -> BGR: mmdet's preprocessors expect BGR (bgr_to_rgb=True)
             labels = torch.as_tensor([self._label_of[int(c)] for c in batch["labels"][k].tolist()],
                                      dtype=torch.long, device=img.device)
             gt = InstanceData(bboxes=HorizontalBoxes(batch["boxes"][k].to(img.device)), labels=labels,
-                              masks=TensorMasks(batch["masks"][k], s, s),
+                              masks=TensorMasks(batch["masks"][k], h, w),
                               occlusion_rate=batch["occlusion_rate"][k], pasted=batch["pasted"][k])
-            meta = dict(img_id=int(batch["image_ids"][k]), img_path=str(index), ori_shape=(s, s), img_shape=(s, s),
-                        pad_shape=(s, s), scale_factor=(1.0, 1.0), flip=False, flip_direction=None)
+            meta = dict(img_id=int(batch["image_ids"][k]), img_path=str(index), ori_shape=(h, w), img_shape=(h, w),
+                        pad_shape=(h, w), scale_factor=(1.0, 1.0), flip=False, flip_direction=None)
             ds = DetDataSample(metainfo=meta)
             ds.gt_instances = gt
             ds.ignored_instances = InstanceData(bboxes=HorizontalBoxes(torch.zeros((0, 4), device=img.device)),
