@@ -48,8 +48,9 @@ def test_an_override_of_the_ocp_settings_reaches_the_pipeline(dali):
     from ocp_dali import OCPConfig
     from ocp_dali.mmdet.loader import OCPRunner
 
-    options = ["train_dataloader.dataset.pipeline.0.preset=basic", "train_dataloader.dataset.pipeline.0.basket_size=3",
-               "train_dataloader.dataset.pipeline.0.seed=7"]
+    # the Mask R-CNN configs: entry 1, after the destination's RandomResize (the seed's order)
+    options = ["train_dataloader.dataset.pipeline.1.preset=basic", "train_dataloader.dataset.pipeline.1.basket_size=3",
+               "train_dataloader.dataset.pipeline.1.seed=7"]
     cfg, _, root = configure(*(["--dali"] if dali else []), "--cfg-options", *options)
     init_default_scope("mmdet")
     if dali:
@@ -60,7 +61,7 @@ def test_an_override_of_the_ocp_settings_reaches_the_pipeline(dali):
         loader.close()
     else:
         cfg.train_dataloader.dataset.dataset.data_root = root
-        transform = DATASETS.build(cfg.train_dataloader.dataset).pipeline[0]
+        transform = DATASETS.build(cfg.train_dataloader.dataset).pipeline[1]
         ocp, seed = transform.cfg, transform.seed
     assert ocp == OCPConfig.basic(basket_size=3) and seed == 7
 
@@ -70,12 +71,45 @@ def test_a_misspelt_ocp_field_in_a_config_names_the_valid_ones():
 
     import ocp_dali.mmdet  # noqa: F401
 
-    cfg, _, root = configure("--cfg-options", "train_dataloader.dataset.pipeline.0.basket_sise=3")
+    cfg, _, root = configure("--cfg-options", "train_dataloader.dataset.pipeline.1.basket_sise=3")
     cfg.train_dataloader.dataset.dataset.data_root = root
     init_default_scope("mmdet")
     with pytest.raises(ValueError, match="no field 'basket_sise' \\(did you mean 'basket_size'\\?\\); valid fields: "
                                          "prob, basket_size"):
         DATASETS.build(cfg.train_dataloader.dataset)
+
+
+@pytest.mark.parametrize("config, want", [
+    ("configs/mask_rcnn/mask-rcnn_r50_fpn_ocp_coco-person.py",
+     dict(kind="resize", scales=((1333, 640), (1333, 800)), placement="seed")),
+    ("configs/mask_rcnn/mask-rcnn_r18_fpn_ocp_tiny-cpu.py",
+     dict(kind="resize", scales=((256, 192), (256, 256)), placement="seed")),
+    ("configs/mask2former/mask2former_swin-s_ocp_coco-person.py",
+     dict(kind="lsj", size=(1024, 1024), ratio_range=(0.1, 2.0), placement="seed")),
+    ("configs/mask2former/mask2former_r18_ocp_tiny-cpu.py",
+     dict(kind="lsj", size=(256, 256), ratio_range=(0.5, 1.5), placement="seed")),
+])
+def test_dali_takes_the_geometry_of_the_config_pipeline(config, want):
+    """--dali trains on the config's own train geometry in the seed's order (Mask R-CNN: the destination's
+    multi-scale resize, sources raw; Mask2Former: LSJ of every image), or ocp_dali's variant on request."""
+    from ocp_dali import Geometry
+
+    t = trainer()
+    cfg, _ = t.configure(t.parse_args(["--config", str(ROOT / config), "--dali"]))
+    got = Geometry(**cfg.train_dataloader.geometry)
+    assert {k: getattr(got, k) for k in want} == want
+    cfg, _ = t.configure(t.parse_args(["--config", str(ROOT / config), "--dali", "--cfg-options",
+                                       "ocp_dali.placement=paste_first"]))
+    assert Geometry(**cfg.train_dataloader.geometry).placement == "paste_first"
+
+
+def test_a_pipeline_that_resizes_the_sources_too_is_refused_with_dali():
+    from ocp_dali.mmdet.loader import pipeline_geometry
+
+    dataset = dict(pipeline=[dict(type="OcclusionCopyPaste")],
+                   dataset=dict(pipeline=[dict(type="LoadImageFromFile"), dict(type="Resize", scale=(1333, 800))]))
+    with pytest.raises(ValueError, match="resizes every image.*before OcclusionCopyPaste"):
+        pipeline_geometry(dataset)
 
 
 @pytest.mark.parametrize("flag", [[], ["--no-pretrained"], ["--pretrained"]])

@@ -9,7 +9,7 @@ Without ``--dali`` the config's own ``train_dataloader`` runs (the CPU path: ``O
 (``DALIDetDataLoader``: GPU decode and OC&P kernels when CUDA is available, the same graph on CPU otherwise),
 sharded by rank, with the config's dataset, batch size and ``OcclusionCopyPaste`` entry and its ``ocp_dali``
 settings. Either way the OC&P settings are the pipeline entry's, overrides included
-(``--cfg-options train_dataloader.dataset.pipeline.0.basket_size=3``).
+(``--cfg-options train_dataloader.dataset.pipeline.1.basket_size=3`` in a Mask R-CNN config).
 
 Backbone weights: configs that ask for pretrained weights (``init_cfg=dict(type="Pretrained", ...)``, e.g.
 ``torchvision://resnet50``) get them only with ``--pretrained`` (downloads need a network); the default,
