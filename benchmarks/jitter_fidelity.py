@@ -184,6 +184,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0, help="RNG seed of the crop and factor draws")
     ap.add_argument("--label", default="current", help="key of this run's figures in --out")
+    ap.add_argument("--code-version", help="what ocp_dali code is measured (default: git describe of this checkout)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "jitter_fidelity.json"))
     a = ap.parse_args()
     if not a.seed_src:
@@ -199,7 +200,7 @@ def main() -> None:
     pairs = draw_pairs(ds, a.pairs, np.random.default_rng(a.seed))
     figures = measure(ds, pairs, seed_fn)
     import cv2
-    run = {"ocp_dali_commit": code_version(), "pairs": len(pairs), "seed_file": Path(seed_file).relative_to(a.seed_src).as_posix(), "mmcv": how,
+    run = {"ocp_dali_commit": a.code_version or code_version(), "pairs": len(pairs), "seed_file": Path(seed_file).relative_to(a.seed_src).as_posix(), "mmcv": how,
            "opencv": cv2.__version__, "numpy": np.__version__, **figures}
     out = Path(a.out)
     doc = json.loads(out.read_text()) if out.is_file() else {}
