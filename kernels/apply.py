@@ -5,7 +5,7 @@ keypoints, pixels, ``info``) and returns a ``Sample`` of CuPy arrays (NumPy inpu
 ``apply_cupy_batch`` does a batch in one pass: one launch per stage for all samples, pastes and instances.
 
 Stages (kernel source in parentheses), launches per batch:
-    1-3. image jitter of the jittered crops: colour + brightness with per-crop luma sums, contrast, sharpness
+    1-3. image jitter of the jittered crops: colour + brightness with per-crop grey sums, contrast, sharpness
          (jitter.cu; only when a paste is jittered)
     4.   warp: every paste's mask (nearest) and pixels (integer bilinear) into its destination window, and the
          tight box of each warped mask (warp.cu)
@@ -219,7 +219,7 @@ class StageBuffers:
     """The kernels' working buffers for one batch (flat, backend arrays; P pastes, S slots; at least 1 element).
 
     Attributes:
-        jit_a, jit_b: uint8 jittered crops (``Offsets.jit``); luma_sum: (P,) uint64 per-crop luma sums.
+        jit_a, jit_b: uint8 jittered crops (``Offsets.jit``); grey_sum: (P,) uint64 per-crop grey sums.
         win_mask: uint8, win_pix: uint8 (x3) window masks and pixels (``Offsets.win``); hbuf, alpha: int32
             horizontal pass and feathered alpha of each window (when a sample blends).
         paste_box: (P, 4) int32 tight box of each warped mask; img_out: uint8 output images; cover: uint32 cover
@@ -230,7 +230,7 @@ class StageBuffers:
 
     jit_a: object
     jit_b: object
-    luma_sum: object
+    grey_sum: object
     win_mask: object
     win_pix: object
     hbuf: object
@@ -575,7 +575,7 @@ class ApplyBatch:
         self.buf = StageBuffers(
             jit_a=xp.empty(max(tot.jit, 1), dtype=xp.uint8),
             jit_b=xp.empty(max(tot.jit, 1), dtype=xp.uint8),
-            luma_sum=xp.zeros(max(P, 1), dtype=xp.uint64),
+            grey_sum=xp.zeros(max(P, 1), dtype=xp.uint64),
             win_mask=xp.empty(max(tot.win, 1), dtype=xp.uint8),
             win_pix=xp.empty(max(tot.win * 3, 1), dtype=xp.uint8),
             hbuf=xp.empty(n_alpha, dtype=xp.int32),
@@ -600,8 +600,8 @@ class ApplyBatch:
             return
         b, nP = self.buf, _i64(self.num_pastes)
         g = (_grid_x(self.max_crop), self.num_pastes)
-        self.launch("ocp_jitter_colour_brightness", g, self.pastes, nP, b.jit_a, b.luma_sum)
-        self.launch("ocp_jitter_contrast", g, self.pastes, nP, b.jit_a, b.luma_sum)
+        self.launch("ocp_jitter_colour_brightness", g, self.pastes, nP, b.jit_a, b.grey_sum)
+        self.launch("ocp_jitter_contrast", g, self.pastes, nP, b.jit_a, b.grey_sum)
         self.launch("ocp_jitter_sharpness", g, self.pastes, nP, b.jit_a, b.jit_b)
 
     def warp(self) -> None:

@@ -1,14 +1,16 @@
-// Image jitter of the pasted crops, bit-exact with ocp_dali.photometric.jitter_image, in three launches per batch:
-//   1. ocp_jitter_colour_brightness: colour then brightness (pointwise), and each crop's sum of luma (atomics);
-//   2. ocp_jitter_contrast: blend with the crop's rounded mean luma (pointwise, in place);
-//   3. ocp_jitter_sharpness: blend with the 3x3 SMOOTH filter, border pixels smoothed to themselves.
+// Image jitter of the pasted crops, bit-exact with ocp_dali.photometric.jitter_image (the seed's mmcv steps: colour
+// rounded, brightness / contrast / sharpness truncated), in three launches per batch:
+//   1. ocp_jitter_colour_brightness: colour then brightness (pointwise), and each crop's sum of grey (atomics);
+//   2. ocp_jitter_contrast: blend with the crop's mean grey, rounded half to even (pointwise, in place);
+//   3. ocp_jitter_sharpness: blend with the 3x3 SMOOTH filter over every pixel, the border through reflected
+//      neighbours (OpenCV's BORDER_REFLECT_101, as cv2.filter2D in the seed).
 // Grid: y strides over the batch's pastes (non-jittered ones return at once), x strides over the crop's pixels.
 // Buffers: buf_a / buf_b hold every jittered crop, (crop_h, crop_w, 3) uint8 at OcpPaste.jit_off.
 #include "ocp_common.cuh"
 
 extern "C" __global__ void ocp_jitter_colour_brightness(const OcpPaste* __restrict__ pastes, long long num_pastes,
                                                         unsigned char* __restrict__ buf_a,
-                                                        unsigned long long* __restrict__ luma_sum) {
+                                                        unsigned long long* __restrict__ grey_sum) {
   __shared__ long long sbuf[OCP_BLOCK];
   for (long long q = blockIdx.y; q < num_pastes; q += gridDim.y) {
     const OcpPaste P = pastes[q];
@@ -20,34 +22,33 @@ extern "C" __global__ void ocp_jitter_colour_brightness(const OcpPaste* __restri
       const long long y = i / P.crop_w, x = i % P.crop_w;
       const unsigned char* px = src + (y * P.src_pitch + x) * 3;
       const long long r = px[0], g = px[1], b = px[2];
-      const long long grey = ocp_luma(r, g, b);
-      // colour: degenerate = grey; brightness: degenerate = 0
-      const long long c0 = ocp_blend_tenths(0, ocp_blend_tenths(grey, r, P.j_colour), P.j_bright);
-      const long long c1 = ocp_blend_tenths(0, ocp_blend_tenths(grey, g, P.j_colour), P.j_bright);
-      const long long c2 = ocp_blend_tenths(0, ocp_blend_tenths(grey, b, P.j_colour), P.j_bright);
+      const long long grey = ocp_grey(r, g, b);
+      // colour: degenerate = grey, rounded; brightness: degenerate = 0, truncated
+      const long long c0 = ocp_blend_floor(0, ocp_blend_round_even(grey, r, P.j_colour), P.j_bright);
+      const long long c1 = ocp_blend_floor(0, ocp_blend_round_even(grey, g, P.j_colour), P.j_bright);
+      const long long c2 = ocp_blend_floor(0, ocp_blend_round_even(grey, b, P.j_colour), P.j_bright);
       unsigned char* out = buf_a + P.jit_off + i * 3;
       out[0] = (unsigned char)c0;
       out[1] = (unsigned char)c1;
       out[2] = (unsigned char)c2;
-      acc += ocp_luma(c0, c1, c2);
+      acc += ocp_grey(c0, c1, c2);
     }
     const long long total = ocp_block_sum(acc, sbuf);
-    if (threadIdx.x == 0 && total != 0) atomicAdd(luma_sum + q, (unsigned long long)total);
+    if (threadIdx.x == 0 && total != 0) atomicAdd(grey_sum + q, (unsigned long long)total);
   }
 }
 
 extern "C" __global__ void ocp_jitter_contrast(const OcpPaste* __restrict__ pastes, long long num_pastes,
                                                unsigned char* __restrict__ buf_a,
-                                               const unsigned long long* __restrict__ luma_sum) {
+                                               const unsigned long long* __restrict__ grey_sum) {
   for (long long q = blockIdx.y; q < num_pastes; q += gridDim.y) {
     const OcpPaste P = pastes[q];
     if (!P.jitter) continue;
     const long long n = P.crop_h * P.crop_w;
-    // (sum + size // 2) // max(size, 1): non-negative operands
-    const long long mean = ((long long)luma_sum[q] + n / 2) / ocp_max(n, 1);
+    const long long mean = ocp_round_half_even_div((long long)grey_sum[q], n);
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
       unsigned char* px = buf_a + P.jit_off + i * 3;
-      for (int c = 0; c < 3; ++c) px[c] = (unsigned char)ocp_blend_tenths(mean, px[c], P.j_contrast);
+      for (int c = 0; c < 3; ++c) px[c] = (unsigned char)ocp_blend_floor(mean, px[c], P.j_contrast);
     }
   }
 }
@@ -62,17 +63,18 @@ extern "C" __global__ void ocp_jitter_sharpness(const OcpPaste* __restrict__ pas
     const unsigned char* a = buf_a + P.jit_off;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
       const long long y = i / w, x = i % w;
-      const bool interior = h >= 3 && w >= 3 && y >= 1 && y < h - 1 && x >= 1 && x < w - 1;
+      long long rows[3], cols[3];  // reflected neighbour rows / columns (the seed filters the border too)
+      for (int d = 0; d < 3; ++d) {
+        rows[d] = ocp_reflect101(y + d - 1, h);
+        cols[d] = ocp_reflect101(x + d - 1, w);
+      }
       for (int c = 0; c < 3; ++c) {
         const long long v = a[i * 3 + c];
-        long long smooth = v;  // smooth3x3 leaves the crop's border (and crops thinner than 3) unchanged
-        if (interior) {
-          long long s = 4 * v;  // centre weight 5 = 1 (in the 3x3 sum) + 4
-          for (int dy = -1; dy <= 1; ++dy)
-            for (int dx = -1; dx <= 1; ++dx) s += a[((y + dy) * w + (x + dx)) * 3 + c];
-          smooth = (s + 6) / 13;  // non-negative
-        }
-        buf_b[P.jit_off + i * 3 + c] = (unsigned char)ocp_blend_tenths(smooth, v, P.j_sharp);
+        long long s = 4 * v;  // centre weight 5 = 1 (in the 3x3 sum) + 4
+        for (int dy = 0; dy < 3; ++dy)
+          for (int dx = 0; dx < 3; ++dx) s += a[(rows[dy] * w + cols[dx]) * 3 + c];
+        const long long smooth = (s + 6) / 13;  // rounded (s / 13 is never half an integer); non-negative
+        buf_b[P.jit_off + i * 3 + c] = (unsigned char)ocp_blend_floor(smooth, v, P.j_sharp);
       }
     }
   }

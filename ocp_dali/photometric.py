@@ -1,54 +1,93 @@
-"""Image jitter of a pasted crop (seed: colour, brightness, contrast, sharpness in that order), in integers.
+"""Image jitter of a pasted crop, the seed's arithmetic (colour, brightness, contrast, sharpness, in that order) in
+integers.
 
-Each step is PIL/mmcv's enhance ``out = degenerate + n/10 * (img - degenerate)`` evaluated exactly in integers,
-``floor((degenerate*(10-n) + img*n + 5) / 10)`` clipped to [0, 255], so the CUDA kernels reproduce it bit for bit.
-Degenerate images: colour -> grey (ITU-R 601 luma, PIL's integer weights); brightness -> black; contrast -> the
-crop's mean grey (rounded); sharpness -> the 3x3 smooth filter ``[[1,1,1],[1,5,1],[1,1,1]]/13`` (rounded), with
-the crop's border pixels left as they are.
+The seed jitters with mmcv's cv2-backed ``adjust_color``, ``adjust_brightness``, ``adjust_contrast`` and
+``adjust_sharpness``, each a blend ``out = degenerate + f * (img - degenerate)`` with ``f = n / 10``:
+
+- colour: ``cv2.addWeighted`` on uint8, so the blend is *rounded* (half to even); degenerate = the grey of the crop;
+- brightness, contrast, sharpness: ``cv2.addWeighted`` on float32 then ``astype(uint8)``, so the blend is
+  *truncated* (after clipping to [0, 255]); degenerate = black, the crop's mean grey rounded half to even (Python's
+  ``round``), and the crop smoothed by ``[[1,1,1],[1,5,1],[1,1,1]] / 13`` (``cv2.filter2D``: rounded, and over the
+  whole crop, its border included, with OpenCV's default border ``BORDER_REFLECT_101``);
+- grey: ``cv2.cvtColor(BGR2GRAY)`` on uint8, ``(9798 R + 19235 G + 3735 B + 2**14) >> 15``.
+
+Here each blend is evaluated exactly, ``(degenerate * (10 - n) + img * n) / 10``, floored or rounded as the seed
+does, so the CUDA kernels (``kernels/jitter.cu``, through the same helpers in ``kernels/ocp_common.cuh``) reproduce
+it bit for bit. Checked exhaustively against cv2 4.13 (every uint8 pair, every factor): grey, filter, brightness,
+contrast and sharpness are equal; the colour step differs only where the exact blend ends in .5 (factors 0.9 and
+1.1), which OpenCV decides by its float32 rounding error (4 and 105 of the 65536 (pixel, grey) pairs).
 """
 from __future__ import annotations
 
 import numpy as np
 
-
-def luma(img: np.ndarray) -> np.ndarray:
-    """(H, W) int32 grey of an (H, W, 3) RGB uint8/int image: ``(19595 R + 38470 G + 7471 B + 2**15) >> 16``."""
-    x = img.astype(np.int32)
-    return (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 32768) >> 16
+GREY_WEIGHTS = (9798, 19235, 3735)  # R, G, B; OpenCV's 15-bit BGR2GRAY weights for uint8 images
+GREY_SHIFT = 15
 
 
-def blend_tenths(degenerate: np.ndarray, img: np.ndarray, n: int) -> np.ndarray:
-    """``degenerate + n/10 * (img - degenerate)`` rounded half up and clipped, as uint8 (shapes broadcast)."""
-    v = degenerate.astype(np.int32) * (10 - n) + img.astype(np.int32) * n
-    return np.clip((v + 5) // 10, 0, 255).astype(np.uint8)
+def grey(img: np.ndarray) -> np.ndarray:
+    """(H, W) int64 grey of an (H, W, 3) RGB uint8/int image: ``(9798 R + 19235 G + 3735 B + 2**14) >> 15``."""
+    x = img.astype(np.int64)
+    wr, wg, wb = GREY_WEIGHTS
+    return (x[..., 0] * wr + x[..., 1] * wg + x[..., 2] * wb + (1 << (GREY_SHIFT - 1))) >> GREY_SHIFT
+
+
+def blend_floor(degenerate: np.ndarray, img: np.ndarray, n: int) -> np.ndarray:
+    """``degenerate + n/10 * (img - degenerate)`` clipped to [0, 255] then truncated, as uint8 (shapes broadcast).
+
+    The seed's float32 ``addWeighted`` + ``astype(uint8)``; exact, since the float result never falls below an
+    integer the exact blend reaches (checked for every uint8 pair and factor)."""
+    v = degenerate.astype(np.int64) * (10 - n) + img.astype(np.int64) * n
+    return np.clip(v // 10, 0, 255).astype(np.uint8)
+
+
+def blend_round_even(degenerate: np.ndarray, img: np.ndarray, n: int) -> np.ndarray:
+    """``degenerate + n/10 * (img - degenerate)`` rounded half to even and clipped, as uint8 (shapes broadcast).
+
+    The seed's uint8 ``addWeighted`` (``saturate_cast``: round half to even)."""
+    v = degenerate.astype(np.int64) * (10 - n) + img.astype(np.int64) * n
+    q, r = np.divmod(v, 10)
+    return np.clip(q + ((r > 5) | ((r == 5) & (q % 2 == 1))), 0, 255).astype(np.uint8)
+
+
+def round_half_even_div(total: int, count: int) -> int:
+    """``round(total / count)`` with ties to even (Python's ``round`` of the seed's mean), for ``total >= 0``."""
+    count = max(count, 1)
+    q, r = divmod(total, count)
+    return q + (1 if 2 * r > count or (2 * r == count and q % 2 == 1) else 0)
+
+
+def reflect101(i: np.ndarray, n: int) -> np.ndarray:
+    """Indices ``i`` in [-1, n] mapped into [0, n) as OpenCV's ``BORDER_REFLECT_101`` does (``n == 1``: 0)."""
+    if n == 1:
+        return np.zeros_like(i)
+    return np.where(i < 0, -i, np.where(i >= n, 2 * n - 2 - i, i))
 
 
 def smooth3x3(img: np.ndarray) -> np.ndarray:
-    """PIL's SMOOTH filter on the interior of an (H, W, 3) uint8 image, border pixels unchanged."""
-    out = img.copy()
+    """(H, W, 3) uint8: ``cv2.filter2D(img, -1, [[1,1,1],[1,5,1],[1,1,1]] / 13)``, every pixel, border included
+    (``BORDER_REFLECT_101`` neighbours), rounded: ``(s + 6) // 13`` (s / 13 is never half an integer)."""
     h, w = img.shape[:2]
-    if h < 3 or w < 3:
-        return out
-    x = img.astype(np.int32)
-    s = np.zeros((h - 2, w - 2, 3), dtype=np.int32)
-    for dy in range(3):
-        for dx in range(3):
-            s += x[dy:dy + h - 2, dx:dx + w - 2]
-    s += 4 * x[1:-1, 1:-1]
-    out[1:-1, 1:-1] = ((s + 6) // 13).astype(np.uint8)
-    return out
+    x = img.astype(np.int64)
+    rows = [reflect101(np.arange(h) + d, h) for d in (-1, 0, 1)]
+    cols = [reflect101(np.arange(w) + d, w) for d in (-1, 0, 1)]
+    s = 4 * x
+    for ry in rows:
+        for cx in cols:
+            s = s + x[ry][:, cx]
+    return ((s + 6) // 13).astype(np.uint8)
 
 
 def jitter_image(img: np.ndarray, factors: tuple[int, int, int, int]) -> np.ndarray:
-    """Colour, brightness, contrast and sharpness jitter of an (H, W, 3) uint8 crop; factors in tenths.
+    """Colour, brightness, contrast and sharpness jitter of an (H, W, 3) RGB uint8 crop; factors in tenths.
 
     Returns a new (H, W, 3) uint8 array; ``img`` is not modified.
     """
     n_col, n_bri, n_con, n_sha = factors
-    out = blend_tenths(luma(img)[..., None], img, n_col)
-    out = blend_tenths(np.zeros(1, dtype=np.int32), out, n_bri)
-    g = luma(out)
-    mean = (int(g.sum()) + g.size // 2) // max(g.size, 1)
-    out = blend_tenths(np.full(1, mean, dtype=np.int32), out, n_con)
-    out = blend_tenths(smooth3x3(out), out, n_sha)
+    out = blend_round_even(grey(img)[..., None], img, n_col)
+    out = blend_floor(np.zeros(1, dtype=np.int64), out, n_bri)
+    g = grey(out)
+    mean = round_half_even_div(int(g.sum()), g.size)
+    out = blend_floor(np.full(1, mean, dtype=np.int64), out, n_con)
+    out = blend_floor(smooth3x3(out), out, n_sha)
     return out

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 
 from scenes import random_sample, scenes
 from ocp_dali import OCPConfig, apply, plan_for, sample_plan
-from ocp_dali.plan import ImageMeta, PastePlan
+from ocp_dali.photometric import jitter_image
+from ocp_dali.plan import JITTER_RANGES, ImageMeta, PastePlan
 from ocp_dali.reference import apply_numpy, paste_alpha, paste_window, warp_paste
 from ocp_dali.sample import COUNTS, Sample
 
@@ -82,6 +83,61 @@ def test_warp_and_feather_stages_match_the_emulated_kernels_on_real_images(coco_
         sources.append([ds.load(plan.basket[b]) if b in plan.used_sources else None
                         for b in range(len(plan.basket))])
     assert assert_same_windows(plans, dsts, sources) >= 10
+
+
+def assert_same_jittered_crops(plans, dsts, sources) -> int:
+    """Every jittered paste's whole crop (border included) after the emulated "jitter" stage equals
+    ``jitter_image`` bit for bit; returns how many crops were compared."""
+    from ocp_dali.kernels.apply import PASTE_FIELDS, ApplyBatch
+
+    batch = ApplyBatch(emulate.EmulatedBackend(), plans, dsts, sources)
+    batch.pack()
+    batch.allocate()
+    batch.jitter()
+    jit = np.asarray(batch.buf.jit_b)
+    ops = [(src_list, op) for plan, src_list in zip(plans, sources) for op in plan.pastes]
+    compared = 0
+    for row, (src_list, op) in zip(batch.pastes_np, ops):
+        if op.jitter is None:
+            continue
+        x0, y0, x1, y1 = op.src_box
+        off = int(row[PASTE_FIELDS.index("jit_off")])
+        got = jit[off:off + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, x1 - x0, 3)
+        want = jitter_image(src_list[op.source].image[y0:y1, x0:x1], op.jitter)
+        assert np.array_equal(got, want), f"paste {op.src_box} jitter {op.jitter}: crops differ"
+        compared += 1
+    return compared
+
+
+def with_jitter(plan: PastePlan, rng: np.random.Generator) -> PastePlan:
+    """``plan`` with every paste jittered, factors drawn from the seed's ranges (colour 0.9 and 1.1 included)."""
+    return dataclasses.replace(plan, pastes=tuple(
+        dataclasses.replace(op, jitter=tuple(int(rng.integers(lo, hi)) for lo, hi in JITTER_RANGES))
+        for op in plan.pastes))
+
+
+@needs_cxx
+def test_jitter_stage_equals_jitter_image_on_whole_crops(coco_mini_train):
+    """Real person crops (and thin synthetic ones, 1 and 2 pixels wide or high): the emulated kernels' jittered
+    crops equal the NumPy reference everywhere, the border the sharpness filter reflects included."""
+    ds, rng = coco_mini_train, np.random.default_rng(0)
+    plans, dsts, sources = [], [], []
+    for i in range(min(len(ds), 6)):
+        cfg = OCPConfig.ocp(prob=1.0, basket_size=3, paste_num=(2, 5), min_size_paste=0.0)
+        plan = with_jitter(plan_for(ds, i, seed=i, cfg=cfg), rng)
+        plans.append(plan)
+        dsts.append(ds.load(i))
+        sources.append([ds.load(plan.basket[b]) if b in plan.used_sources else None
+                        for b in range(len(plan.basket))])
+    assert assert_same_jittered_crops(plans, dsts, sources) >= 10
+    dst = random_sample(rng, 30, 34, 3, False, 0)
+    src = random_sample(rng, 28, 31, 4, False, 1)
+    plan = sample_plan(rng, ImageMeta.of_sample(dst), [ImageMeta.of_sample(src, 1)],
+                       OCPConfig.ocp(prob=1.0, paste_num=(3, 5), min_size_paste=0.0))
+    thin = [(0, 0, 1, 1), (3, 4, 4, 9), (2, 2, 9, 4), (5, 1, 7, 2)]  # 1x1, 1 wide, 2 high, 2x1
+    ops = [dataclasses.replace(op, src_box=box) for op, box in zip(plan.pastes, thin)]
+    plan = with_jitter(dataclasses.replace(plan, pastes=tuple(ops)), rng)
+    assert assert_same_jittered_crops([plan], [dst], [[src]]) == len(ops)
 
 
 # ---------------------------------------------------------------- PastePlan.check: one validation, both backends
