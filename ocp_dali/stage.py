@@ -108,14 +108,16 @@ def build_samples(backend: Any, batch: StageBatch) -> tuple[list[Sample], list[l
     return dsts, sources
 
 
-def stage_outputs(s: Sample, key: SampleKey, skipped_annotations: int, xp: Any) -> list[Any]:
-    """The stage outputs of one sample, in ``wire.OUTPUT_NAMES`` order, as contiguous ``xp`` arrays."""
+def stage_outputs(s: Sample, plan: PastePlan, key: SampleKey, skipped_annotations: int, xp: Any) -> list[Any]:
+    """The stage outputs of one sample (made by ``plan``), in ``wire.OUTPUT_NAMES`` order, as contiguous ``xp``
+    arrays."""
     n = len(s)
     kp = s.keypoints if s.keypoints is not None else xp.zeros((n, 0, 3), dtype=xp.float32)
     info = s.info  # every Sample carries all of sample.COUNTS
     row = InfoRow(key.index, key.epoch, s.image_id, info["pasted"], info["skipped"],
                   info["dropped_existing"] + info["dropped_pasted"], info["dropped_by_crop"],
-                  skipped_annotations, key.stand_in_for, key.dropped_sources)
+                  skipped_annotations, key.stand_in_for, key.dropped_sources, info["dropped_existing"],
+                  int(not plan.skipped_by_prob), plan.num_candidates)
     return [xp.ascontiguousarray(a) for a in (s.image, s.masks, s.amodal_masks, s.occluder_masks, s.boxes, s.labels,
                                              s.occlusion_rate, s.order, kp, s.pasted, s.ann_ids,
                                              xp.asarray(row.pack()))]
@@ -151,7 +153,8 @@ def ocp_stage(backend: Any, slots: int, geometry: Geometry | None,
         for i, out in enumerate(outs):
             if geometry is not None and not geometry.seed_order:
                 out = apply_lsj(out, batch.lsjs[i], flips[i])
-            for k, v in enumerate(stage_outputs(out, batch.keys[i], len(batch.anns[i]["skipped"]), be.xp)):
+            for k, v in enumerate(stage_outputs(out, batch.plans[i], batch.keys[i], len(batch.anns[i]["skipped"]),
+                                                be.xp)):
                 cols[k].append(v)
         return tuple(cols)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass, field
 from multiprocessing.context import get_spawning_popen
 from typing import Any, Iterator
@@ -93,9 +94,11 @@ class OCPLoader:
     ``placement="paste_first"``.
 
     Each batch is a dict: ``images`` (B, 3, S, S) float32 normalised ((B, S, S, 3) uint8 with ``normalize=False``;
-    a list of (H, W, 3) uint8 with ``geometry=False``; a list of per-sample tensors when sizes differ); per-sample lists ``masks``, ``amodal_masks``, ``occluder_masks`` (N_i, S, S) bool,
+    a list of (H, W, 3) uint8 with ``geometry=False``; a list of per-sample tensors when sizes differ); per-sample
+    lists ``masks``, ``amodal_masks``, ``occluder_masks`` (N_i, S, S) bool,
     ``boxes`` (N_i, 4) float32, ``labels`` (N_i,) int64, ``occlusion_rate``, ``order`` (N_i, N_i) bool,
-    ``keypoints`` (N_i, K, 3) float32, ``pasted``, ``ann_ids``; and ``indices``, ``image_ids``, ``epoch``.
+    ``keypoints`` (N_i, K, 3) float32, ``pasted``, ``ann_ids``; and ``indices``, ``image_ids``, ``epoch``, and ``info``
+    (per sample the ``wire.InfoRow`` fields as a dict: counts of the augmentation and its plan).
     Tensors live on the pipeline's device. ``stats`` accumulates pastes, drops and skipped annotations.
 
     Sharding: ``shard_id``/``num_shards`` default to the torch.distributed rank and world size; each epoch's
@@ -294,6 +297,7 @@ class OCPLoader:
         batch["stand_in_for"] = stand_in_for
         batch["epoch"] = info[0].epoch
         batch["image_ids"] = [row.image_id for row in info]
+        batch["info"] = [dataclasses.asdict(row) for row in info]
         return batch
 
     def _record_skip(self, account: EpochAccount, index: int) -> None:

@@ -149,7 +149,9 @@ class SampleKey(_IntRow):
 @dataclass(frozen=True)
 class InfoRow(_IntRow):
     """The ``info`` output of one sample: its key, image id and the augmentation's counts (``dropped`` = dropped
-    existing + dropped pasted instances; ``skipped_annotations``: annotations the dataset could not use)."""
+    existing + dropped pasted instances, ``dropped_existing`` the destination's own; ``skipped_annotations``:
+    annotations the dataset could not use) and its plan's facts (``ran``: the ``prob`` coin let it run,
+    ``candidates``: source instances that passed ``min_size_paste``)."""
 
     index: int
     epoch: int
@@ -161,6 +163,9 @@ class InfoRow(_IntRow):
     skipped_annotations: int
     stand_in_for: int
     dropped_sources: int
+    dropped_existing: int
+    ran: int
+    candidates: int
 
 
 INFO_FIELDS = tuple(f.name for f in fields(InfoRow))
