@@ -143,3 +143,23 @@ def test_stage_subset_on_real_images_cpu_and_emulated(coco_val, combo):
 def test_stage_subset_on_synthetic_scenes_cpu_and_emulated(cfg, geometry, combo):
     ds = SyntheticScenes(8, seed=5, image_size=(72, 96))
     assert_stage_subset(ds, cfg, geometry, combo, batches=2, batch_size=4)
+
+
+@pytest.mark.parametrize("combo", ["visible", "example"])
+def test_loader_batches_hold_the_requested_targets_only(coco_val, combo):
+    """The DALI CPU graph with ``targets``: the batch dict has the requested optional outputs only, each equal to
+    the reference's (which equals the all-targets one, above); ``OCPDataset`` alike."""
+    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+    from ocp_dali.torch import OCPDataset, OCPLoader
+
+    targets, cfg = COMBOS[combo], OCPConfig.ocp(prob=1.0, basket_size=2)
+    with OCPLoader(coco_val, cfg, device="cpu", batch_size=3, output_size=256, seed=5, py_num_workers=1,
+                   targets=targets) as loader:
+        batch = next(iter(loader))
+    assert {k for k in OPTIONAL if k in batch} == targets.names
+    for k, index in enumerate(batch["indices"]):
+        ref = reference_sample(coco_val, index, epoch=0, seed=5, cfg=cfg, output_size=256, targets=targets)
+        for name in ("masks", "boxes", "labels", "pasted", "ann_ids", *targets.names):
+            assert np.array_equal(batch[name][k].numpy(), getattr(ref, name)), (name, index)
+    item = OCPDataset(coco_val, cfg, output_size=256, seed=5, targets=targets)[0]
+    assert {k for k in OPTIONAL if k in item} == targets.names and "masks" in item
