@@ -19,6 +19,9 @@ from torch import nn
 from ocp_dali import CocoInstances, OCPConfig, SyntheticScenes
 from ocp_dali.torch import OCPLoader
 
+# the optional outputs this loop uses (``ocp_dali.targets``; visible masks, boxes and labels always come)
+TARGETS = ("occluder_masks",)
+
 
 class TinyFCN(nn.Module):
     """(B, 3, S, S) -> (B, 2, S/4, S/4) logits: person foreground and 'occluded by a paste'."""
@@ -96,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ds = (CocoInstances(args.ann, args.images, classes=["person"]) if args.ann else
           SyntheticScenes(32, seed=0))
+    # the loop reads visible and occluder masks (``targets``): only those are made
     with OCPLoader(ds, OCPConfig.ocp(), device=args.device, batch_size=args.batch_size, output_size=args.size,
-                   py_num_workers=args.workers) as loader:
+                   py_num_workers=args.workers, targets=TARGETS) as loader:
         losses = train(loader, args.iterations)
     ok = all(math.isfinite(x) for x in losses)
     print(f"{len(losses)} iterations, first loss {losses[0]:.4f}, last {losses[-1]:.4f}, finite: {ok}")

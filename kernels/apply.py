@@ -43,6 +43,7 @@ from ocp_dali.keypoints import check_keypoint_shape, map_paste_keypoints, paste_
 from ocp_dali.plan import PasteOp, PastePlan
 from ocp_dali.reference import carries_targets, gaussian_weights_q12, paste_window
 from ocp_dali.sample import Sample
+from ocp_dali.targets import Targets, absent
 
 BLOCK = 256  # threads per block (kernels need a power of two <= OCP_BLOCK)
 INT_BIG = 0x7FFFFFFF
@@ -66,6 +67,7 @@ SLOT_FIELDS = (
     "region_w", "region_h", "label", "ann_id", "kp_off",
 )
 EXISTING, PASTED, CROWD = 0, 1, 2
+WANT_AMODAL, WANT_OCCLUDER = 1, 2  # bits of ocp_emit_planes' ``want`` (targets.cu)
 
 # Every kernel the Python side launches, and its source file (checked against the sources by the tests).
 KERNELS = {
@@ -129,38 +131,57 @@ def _default_backend():
     return CupyBackend()
 
 
-def apply_cupy(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None], *, backend=None) -> Sample:
+def apply_cupy(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None], *, backend=None,
+               targets: Targets | None = None) -> Sample:
     """``apply`` on the GPU for one sample (a batch of one); same contract as ``reference.apply_numpy``."""
-    return apply_cupy_batch([plan], [destination], [sources], backend=backend)[0]
+    return apply_cupy_batch([plan], [destination], [sources], backend=backend, targets=targets)[0]
+
+
+def batch_targets(destinations: Sequence[Sample], targets: Targets | None) -> Targets:
+    """The targets of a batch: ``targets``, or (None) the one set every destination carries; each destination must
+    carry them (``ValueError`` otherwise, as ``reference.apply_numpy``)."""
+    if targets is None:
+        kinds = {d.targets for d in destinations}
+        if len(kinds) > 1:
+            raise ValueError(f"the destinations carry different targets {sorted(map(repr, kinds))}: pass targets=")
+        targets = kinds.pop() if kinds else Targets.all()
+    for d in destinations:
+        if not targets.names <= d.targets.names:
+            d.restrict(targets)  # raises: names what is missing
+    return targets
 
 
 def apply_cupy_batch(plans: Sequence[PastePlan], destinations: Sequence[Sample],
-                     sources_per_sample: Sequence[Sequence[Sample | None]], *, backend=None) -> list[Sample]:
-    """``apply`` for a batch: ``[apply_numpy(p, d, s) for ...]`` computed with one launch per stage.
+                     sources_per_sample: Sequence[Sequence[Sample | None]], *, backend=None,
+                     targets: Targets | None = None) -> list[Sample]:
+    """``apply`` for a batch: ``[apply_numpy(p, d, s, targets) for ...]`` computed with one launch per stage.
 
     Args:
         plans, destinations, sources_per_sample: one entry per sample (sources: one per basket position).
         backend: array backend (default: CuPy on the current device; ``kernels.emulate.EmulatedBackend`` runs
             the same kernels on the CPU).
+        targets: the optional outputs wanted (``ocp_dali.targets``; ``batch_targets``): unrequested planes are
+            neither allocated nor written, the order matrix's launches are skipped without ``order``.
 
     Returns:
-        One ``Sample`` per input; samples whose plan pastes nothing are the destination objects themselves.
-        Others hold backend arrays (views into per-batch buffers).
+        One ``Sample`` per input; samples whose plan pastes nothing are the destination objects themselves
+        (restricted to ``targets``). Others hold backend arrays (views into per-batch buffers).
     """
     if not len(plans) == len(destinations) == len(sources_per_sample):
         raise ValueError(f"batch lengths differ: {len(plans)} plans, {len(destinations)} destinations, "
                          f"{len(sources_per_sample)} source lists")
     be = backend if backend is not None else _default_backend()
+    targets = batch_targets(destinations, targets)
     results: list[Sample | None] = [None] * len(plans)
     active = []
     for i, plan in enumerate(plans):
         if plan.pastes:
             active.append(i)
         else:
-            results[i] = destinations[i]
+            results[i] = destinations[i].restrict(targets)
     if active:
         for i, out in zip(active, ApplyBatch(be, [plans[i] for i in active], [destinations[i] for i in active],
-                                         [sources_per_sample[i] for i in active]).run()):
+                                         [sources_per_sample[i] for i in active], targets).run()):
             results[i] = out
     return results  # type: ignore[return-value]
 
@@ -186,9 +207,11 @@ class Destination:
 
     Attributes:
         image (H, W, 3) uint8, masks / amodal / occluders (N, H, W) bool, crowd (C, H, W) bool, order (N, N)
-        bool: device arrays. carries_targets: its occluders and order mean anything (``reference.carries_targets``).
+        bool: device arrays. amodal: the visible masks when no requested target reads it (or the destination
+        carries none: ``Sample.amodal_or_visible``); occluders / order: None when not requested (never read).
+        carries_targets: its occluders and order mean anything (``reference.carries_targets``).
         boxes_i (N, 4) int64, boxes_f (N, 4) float64, labels (N,), ann_ids (N,), keypoints (N, K, 3) float32 or
-        None: host arrays.
+        None (also when not requested): host arrays.
     """
 
     height: int
@@ -197,9 +220,9 @@ class Destination:
     image: object
     masks: object
     amodal: object
-    occluders: object
+    occluders: object | None
     crowd: object
-    order: object
+    order: object | None
     n_crowd: int
     carries_targets: bool
     boxes_i: np.ndarray
@@ -279,8 +302,9 @@ class ApplyBatch:
     buffers (``buf``, ``window``)."""
 
     def __init__(self, be, plans: Sequence[PastePlan], destinations: Sequence[Sample],
-                 sources_per_sample: Sequence[Sequence[Sample | None]]):
+                 sources_per_sample: Sequence[Sequence[Sample | None]], targets: Targets | None = None):
         self.be = be
+        self.targets = batch_targets(destinations, targets)
         self.plans = plans
         self.dsts = destinations
         self.srcs = sources_per_sample
@@ -343,21 +367,27 @@ class ApplyBatch:
 
     def destination(self, dst: Sample) -> Destination:
         """``dst`` on the device (cached per array), its shapes checked, and the host copies packing needs."""
-        H, W, n0 = dst.height, dst.width, len(dst)
+        H, W, n0, want = dst.height, dst.width, len(dst), self.targets.names
         img = self.dev(dst.image, np.uint8)
         masks = self.dev(dst.masks, np.bool_)
-        amodal = self.dev(dst.amodal_masks, np.bool_)
-        occ = self.dev(dst.occluder_masks, np.bool_)
+        # the amodal planes feed the rate, occluder boxes, order and amodal outputs only; else they are not read
+        need_amodal = self.targets.amodal_stack or self.targets.amodal_boxes
+        amodal = self.dev(dst.amodal_or_visible() if need_amodal else dst.masks, np.bool_)
+        occ = self.dev(dst.occluder_masks, np.bool_) if "occluder_masks" in want else None
         crowd = self.dev(dst.crowd_masks, np.bool_)
-        order = self.dev(dst.order, np.bool_)
+        order = self.dev(dst.order, np.bool_) if "order" in want else None
         n_crowd = int(crowd.shape[0]) if crowd.ndim == 3 else -1
         # the kernels read these through raw pointers: wrong shapes must fail here, not read out of bounds
         _check_shape(dst, "image", img, (H, W, 3))
         for name, arr in (("masks", masks), ("amodal_masks", amodal), ("occluder_masks", occ)):
-            _check_shape(dst, name, arr, (n0, H, W))
+            if arr is not None:
+                _check_shape(dst, name, arr, (n0, H, W))
         _check_shape(dst, "crowd_masks", crowd, (n_crowd, H, W))
-        _check_shape(dst, "order", order, (n0, n0))
-        kp = np.asarray(self.host(dst.keypoints), dtype=np.float32) if dst.keypoints is not None else None
+        if order is not None:
+            _check_shape(dst, "order", order, (n0, n0))
+        kp = None
+        if dst.keypoints is not None and "keypoints" in want:
+            kp = np.asarray(self.host(dst.keypoints), dtype=np.float32)
         return Destination(
             height=H, width=W, n0=n0, image=img, masks=masks, amodal=amodal, occluders=occ, crowd=crowd,
             order=order, n_crowd=n_crowd,
@@ -424,7 +454,7 @@ class ApplyBatch:
             self._inst_slots.append(dict(
                 sample=si, kind=EXISTING, local=j, time=-1, paste=-1,
                 vis_in=be.ptr(d.masks) + j * hw, amodal_in=be.ptr(d.amodal) + j * hw,
-                occ_in=be.ptr(d.occluders) + j * hw if d.carries_targets else 0,
+                occ_in=be.ptr(d.occluders) + j * hw if d.carries_targets and d.occluders is not None else 0,
                 region_x=0, region_y=0, region_w=d.width, region_h=d.height,
                 label=int(d.labels[j]), ann_id=int(d.ann_ids[j]), kp_off=tot.kp,
             ))
@@ -487,7 +517,8 @@ class ApplyBatch:
             cover_off=tot.cover, cover_words=words_s, img_in=self.be.ptr(d.image), img_out_off=tot.img,
             # as the reference: a destination with nothing pasted and no occlusion carries no occluders or order
             # (null pointers: the kernels read zeros)
-            order_in=self.be.ptr(d.order) if d.carries_targets else 0, overlap_off=tot.overlap,
+            order_in=self.be.ptr(d.order) if d.carries_targets and d.order is not None else 0,
+            overlap_off=tot.overlap,
             blend=int(plan.blend_sigma > 0), mode_simple=int(plan.mode == "simple"),
             thr_bits=_double_bits(plan.min_size_occ * math.sqrt(H * W)),
             bbox_thr_bits=_double_bits(float(plan.bbox_occluded_thr)),
@@ -629,12 +660,14 @@ class ApplyBatch:
 
     def occlusion_stats(self) -> None:
         """Stage "occlusion stats" (launches 8-9): visible / amodal areas and boxes, touched flags of every slot;
-        amodal overlaps of each paste with every earlier instance."""
+        amodal overlaps of each paste with every earlier instance (only when ``order`` is requested)."""
         if not self.n_slots:
             return
         b, nK = self.buf, _i64(self.n_slots)
         self.launch("ocp_occlusion_stats", (_grid_x(self.max_hw), self.n_slots), self.samples, self.slots, nK,
                     b.cover, self.allowed, _i64(self.words), b.vis_area, b.am_area, b.vis_box, b.am_box, b.touched)
+        if "order" not in self.targets.names:  # the overlaps only feed the order matrices
+            return
         self.launch("ocp_overlap", (self.max_slots, self.num_pastes), self.samples, self.pastes,
                     _i64(self.num_pastes), self.slots, b.cover, b.am_box, b.paste_box, b.overlap)
 
@@ -718,30 +751,33 @@ class ApplyBatch:
 
     def emit(self) -> None:
         """Stage "emit" (launches 13-15): the output buffers (``OutputBuffers``) filled: planes, per-row fields,
-        order matrices."""
-        xp, b, tot = self.be.xp, self.buf, self.out_totals
+        order matrices; unrequested planes and order matrices are one-element placeholders, never written (the
+        per-row rates, R floats, are written anyway)."""
+        xp, b, tot, want = self.be.xp, self.buf, self.out_totals, self.targets.names
         rows, n_rows, W = tot["rows"], tot["rows"] + tot["crowd_rows"], _i64(self.words)
         planes = lambda n: xp.empty(max(n, 1), dtype=xp.bool_)  # noqa: E731
+        wanted = lambda name, n: planes(n if name in want else 1)  # noqa: E731  (a placeholder: never written)
         o = self.outputs = OutputBuffers(
-            vis=planes(tot["plane"]), amodal=planes(tot["plane"]), occluders=planes(tot["plane"]),
-            crowd=planes(tot["crowd_plane"]),
+            vis=planes(tot["plane"]), amodal=wanted("amodal_masks", tot["plane"]),
+            occluders=wanted("occluder_masks", tot["plane"]), crowd=planes(tot["crowd_plane"]),
             boxes=xp.empty((max(rows, 1), 4), dtype=xp.float32),
             labels=xp.empty(max(rows, 1), dtype=xp.int64),
             ann_ids=xp.empty(max(rows, 1), dtype=xp.int64),
             pasted=xp.empty(max(rows, 1), dtype=xp.bool_),
             rate=xp.empty(max(rows, 1), dtype=xp.float32),
             keypoints=xp.empty(max(tot["kp"], 1), dtype=xp.float32),
-            order=xp.empty(max(tot["order"], 1), dtype=xp.bool_),
+            order=planes(tot["order"] if "order" in want else 1),
         )
+        bits = (WANT_AMODAL if "amodal_masks" in want else 0) | (WANT_OCCLUDER if "occluder_masks" in want else 0)
         if n_rows:
             self.launch("ocp_emit_planes", (_grid_x(self.max_hw), n_rows), self.samples_out, self.slots,
-                        b.out_slot, _i64(rows), _i64(n_rows), b.cover, self.allowed, self.later, W, b.am_box, o.vis,
-                        o.amodal, o.occluders, o.crowd)
+                        b.out_slot, _i64(rows), _i64(n_rows), b.cover, self.allowed, self.later, W, b.am_box,
+                        _i64(bits), o.vis, o.amodal, o.occluders, o.crowd)
         if rows:
             self.launch("ocp_emit_rows", (_grid_x(rows, 1), 1), self.samples_out, self.slots, b.out_slot, _i64(rows),
                         b.cover, self.later, W, b.vis_area, b.am_area, b.vis_box, self.kp_in, o.boxes, o.labels,
                         o.ann_ids, o.pasted, o.rate, o.keypoints)
-        if tot["order"]:
+        if tot["order"] and "order" in want:
             max_n2 = max(m["n_out"] ** 2 for m in self.meta)
             self.launch("ocp_emit_order", (_grid_x(max_n2, 1), self.num_samples), self.samples_out,
                         _i64(self.num_samples), self.slots, b.out_slot, b.overlap, o.order)
@@ -755,24 +791,26 @@ class ApplyBatch:
             hw, r0 = H * W, m["rows"]
             planes = lambda buf, base, cnt: buf[base:base + cnt * hw].reshape(cnt, H, W)  # noqa: E731
             img_off = int(self.samples_np[si, img_col])
-            kps = None
-            if m["has_kp"]:
-                kps = o.keypoints[m["kp"]:m["kp"] + n * m["K"] * 3].reshape(n, m["K"], 3)
+            made = dict(
+                amodal_masks=lambda: planes(o.amodal, m["plane"], n),
+                occlusion_rate=lambda: o.rate[r0:r0 + n],
+                occluder_masks=lambda: planes(o.occluders, m["plane"], n),
+                order=lambda: o.order[m["order"]:m["order"] + n * n].reshape(n, n),
+                keypoints=lambda: (o.keypoints[m["kp"]:m["kp"] + n * m["K"] * 3].reshape(n, m["K"], 3)
+                                   if m["has_kp"] else None),
+            )
             out.append(Sample(
                 image=self.buf.img_out[img_off:img_off + hw * 3].reshape(H, W, 3),
                 masks=planes(o.vis, m["plane"], n),
-                amodal_masks=planes(o.amodal, m["plane"], n),
                 boxes=o.boxes[r0:r0 + n],
                 labels=o.labels[r0:r0 + n],
-                occlusion_rate=o.rate[r0:r0 + n],
-                occluder_masks=planes(o.occluders, m["plane"], n),
-                order=o.order[m["order"]:m["order"] + n * n].reshape(n, n),
-                keypoints=kps,
                 pasted=o.pasted[r0:r0 + n],
                 ann_ids=o.ann_ids[r0:r0 + n],
                 crowd_masks=planes(o.crowd, m["crowd_plane"], c),
                 image_id=dst.image_id,
                 file_name=dst.file_name,
                 info={**dst.info, **info},  # the destination's own counts (a crop before the paste) carry on
+                targets=self.targets,
+                **{k: make() if k in self.targets.names else absent(k, self.be.xp, H, W) for k, make in made.items()},
             ))
         return out

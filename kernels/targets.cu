@@ -14,6 +14,10 @@
 // ocp_emit_planes recomputes them while writing the compacted outputs.
 #include "ocp_common.cuh"
 
+// Bits of ocp_emit_planes' `want` (kernels/apply.py: WANT_AMODAL, WANT_OCCLUDER): the optional planes requested.
+#define OCP_WANT_AMODAL 1
+#define OCP_WANT_OCCLUDER 2
+
 // vis0 and amodal of an instance slot at pixel p.
 __device__ __forceinline__ void ocp_slot_pixel(const OcpSlot& L, const OcpSample& S, const unsigned int* cover,
                                                long long p, bool& vis0, bool& amodal) {
@@ -199,19 +203,22 @@ extern "C" __global__ void ocp_compact(const unsigned char* __restrict__ keep, c
 }
 
 // Output planes of every kept row. Grid: y strides over output rows (num_inst instance rows, then crowd rows),
-// x over the sample's pixels; every output pixel is written.
+// x over the sample's pixels; every output pixel of a requested plane is written.
 //   visible  = vis0 && !(cover & allowed)
-//   amodal   = input amodal (existing) / the paste's warped mask (pasted)
+//   amodal   = input amodal (existing) / the paste's warped mask (pasted)          (only when want & OCP_WANT_AMODAL)
 //   occluder = input occluder (existing; a null occ_in reads as zeros) || (inside the amodal box && (cover & later))
+//                                                                                 (only when want & OCP_WANT_OCCLUDER)
 //   crowd    = input crowd && no paste covers the pixel
+// Unrequested planes are neither computed nor written (the host passes a one-element placeholder for them).
 extern "C" __global__ void ocp_emit_planes(const OcpSample* __restrict__ samples, const OcpSlot* __restrict__ slots,
                                            const long long* __restrict__ out_slot, long long num_inst,
                                            long long num_rows, const unsigned int* __restrict__ cover,
                                            const unsigned int* __restrict__ allowed,
                                            const unsigned int* __restrict__ later, long long words,
-                                           const int* __restrict__ am_box, unsigned char* __restrict__ vis_out,
-                                           unsigned char* __restrict__ am_out, unsigned char* __restrict__ occ_out,
-                                           unsigned char* __restrict__ crowd_out) {
+                                           const int* __restrict__ am_box, long long want,
+                                           unsigned char* __restrict__ vis_out, unsigned char* __restrict__ am_out,
+                                           unsigned char* __restrict__ occ_out, unsigned char* __restrict__ crowd_out) {
+  const bool want_am = (want & OCP_WANT_AMODAL) != 0, want_occ = (want & OCP_WANT_OCCLUDER) != 0;
   for (long long r = blockIdx.y; r < num_rows; r += gridDim.y) {
     const long long j = out_slot[r];
     const OcpSlot L = slots[j];
@@ -230,12 +237,14 @@ extern "C" __global__ void ocp_emit_planes(const OcpSample* __restrict__ samples
         bool vis0, am;
         ocp_slot_pixel(L, S, cover, p, vis0, am);
         const bool vis = vis0 && !ocp_cover_any(cover, S, p, aw);
-        const bool in_box = x >= bx0 && x <= bx1 && y >= by0 && y <= by1;
-        bool occ = L.kind == OCP_EXISTING && occ_in != nullptr && occ_in[p] != 0;
-        if (!occ && in_box) occ = ocp_cover_any(cover, S, p, lw);
         vis_out[base + p] = vis ? 1 : 0;
-        am_out[base + p] = am ? 1 : 0;
-        occ_out[base + p] = occ ? 1 : 0;
+        if (want_am) am_out[base + p] = am ? 1 : 0;
+        if (want_occ) {
+          const bool in_box = x >= bx0 && x <= bx1 && y >= by0 && y <= by1;
+          bool occ = L.kind == OCP_EXISTING && occ_in != nullptr && occ_in[p] != 0;
+          if (!occ && in_box) occ = ocp_cover_any(cover, S, p, lw);
+          occ_out[base + p] = occ ? 1 : 0;
+        }
       }
     } else {
       const long long base = S.crowd_plane_base + (r - num_inst - S.crowd_row_base) * hw;

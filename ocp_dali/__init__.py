@@ -34,9 +34,11 @@ from ocp_dali.errors import DataError
 from ocp_dali.lsj import Geometry
 from ocp_dali.plan import ImageMeta, PasteOp, PastePlan, sample_plan, sample_rng
 from ocp_dali.sample import Sample
+from ocp_dali.targets import Targets
 
 __all__ = [
     "OCPConfig", "Geometry", "CocoInstances", "SyntheticScenes", "DataError", "ImageMeta", "PasteOp", "PastePlan", "Sample",
+    "Targets",
     "apply", "augment", "augment_batch", "plan_for", "sample_plan", "sample_rng",
 ]
 __version__ = "0.1.0"

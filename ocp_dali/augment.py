@@ -15,17 +15,19 @@ from ocp_dali.placement import PlacedPlan, plan_sample
 from ocp_dali.plan import PastePlan, sample_rng
 from ocp_dali.sample import Sample
 from ocp_dali.stage import gather_sources
+from ocp_dali.targets import Targets
 
 
 def apply(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None], *,
-          backend: str | Any = "numpy") -> Sample:
+          backend: str | Any = "numpy", targets: Targets | None = None) -> Sample:
     """Apply ``plan`` to ``destination`` with paste ``sources`` (one per ``plan.basket`` position).
 
     ``backend``: ``"numpy"`` (the reference), ``"cupy"`` (CUDA kernels; a CUDA GPU is needed) or ``"emulated"``
-    (the kernels on the CPU), see ``ocp_dali.backends``. Pure: the inputs are never modified; an empty plan returns
-    ``destination`` itself.
+    (the kernels on the CPU), see ``ocp_dali.backends``. ``targets``: the optional outputs wanted
+    (``ocp_dali.targets``; None: the destination's). Pure: the inputs are never modified; an empty plan returns
+    ``destination`` itself (restricted to ``targets``).
     """
-    return get_backend(backend).apply_batch([plan], [destination], [sources])[0]
+    return get_backend(backend).apply_batch([plan], [destination], [sources], targets)[0]
 
 
 def placed_plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0, cfg: OCPConfig,
@@ -58,10 +60,14 @@ def usable_sources(dataset: InstanceDataset, plan: PastePlan) -> tuple[PastePlan
 
 
 def apply_placed(placed: PlacedPlan, destination: Sample, sources: Sequence[Sample | None], *,
-                 flip_index: tuple[int, ...] | None = None, backend: str | Any = "numpy") -> Sample:
+                 flip_index: tuple[int, ...] | None = None, backend: str | Any = "numpy",
+                 targets: Targets | None = None) -> Sample:
     """Apply a ``PlacedPlan``: the destination's geometry, then the paste (the seed's order), or the paste, then
-    the geometry (``paste_first``); ``flip_index``: the keypoint permutation of a flip (where the plan has none)."""
+    the geometry (``paste_first``); ``flip_index``: the keypoint permutation of a flip (where the plan has none);
+    ``targets``: the optional outputs wanted (None: the destination's), the destination restricted to them first
+    so no step makes the others."""
     flip_index = placed.plan.flip_index or flip_index
+    destination = destination.restrict(targets)
     if placed.geometry is not None and placed.geometry_first:
         destination = apply_lsj(destination, placed.geometry, flip_index)
     out = apply(placed.plan, destination, sources, backend=backend)
@@ -72,9 +78,10 @@ def apply_placed(placed: PlacedPlan, destination: Sample, sources: Sequence[Samp
 
 def augment(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0,
             cfg: OCPConfig | None = None, backend: str = "numpy", rank: int = 0,
-            geometry: Geometry | None = None) -> Sample:
+            geometry: Geometry | None = None, targets: Targets | None = None) -> Sample:
     """Load sample ``index`` and augment it (in ``geometry``, see ``lsj.Geometry``; None: on the raw image); the
-    same ``(seed, epoch, index, rank)`` gives the same result.
+    same ``(seed, epoch, index, rank)`` gives the same result. ``targets``: the optional outputs wanted
+    (``ocp_dali.targets``; default all).
 
     Only the basket images the plan pastes from are decoded; pastes from a basket image that cannot be used are
     left out (``usable_sources``; counted in ``info["dropped_sources"]``). A destination that cannot be used raises
@@ -86,19 +93,19 @@ def augment(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int =
     plan, dropped = usable_sources(dataset, placed.plan)
     sources = gather_sources(plan, lambda b, rows: dataset.load(plan.basket[b]))
     out = apply_placed(replace(placed, plan=plan), destination, sources,
-                       flip_index=dataset.meta(index).flip_index, backend=backend)
+                       flip_index=dataset.meta(index).flip_index, backend=backend, targets=targets)
     return replace(out, info={**out.info, "dropped_sources": dropped}) if dropped else out
 
 
 def augment_batch(dataset: InstanceDataset, indices: Sequence[int], *, epoch: int = 0, seed: int = 0,
                   cfg: OCPConfig | None = None, backend: str = "numpy", rank: int = 0,
-                  geometry: Geometry | None = None) -> list[Sample]:
+                  geometry: Geometry | None = None, targets: Targets | None = None) -> list[Sample]:
     """Augment a batch. With ``cfg.source="batch"`` each sample's basket is drawn from the batch's other images
-    (no extra decoding); otherwise each sample is ``augment(dataset, index, ...)``."""
+    (no extra decoding); otherwise each sample is ``augment(dataset, index, ...)``. ``targets``: as ``augment``."""
     cfg = cfg or OCPConfig.ocp()
     if cfg.source != "batch":
-        return [augment(dataset, i, epoch=epoch, seed=seed, cfg=cfg, backend=backend, rank=rank, geometry=geometry)
-                for i in indices]
+        return [augment(dataset, i, epoch=epoch, seed=seed, cfg=cfg, backend=backend, rank=rank, geometry=geometry,
+                        targets=targets) for i in indices]
     loaded = {i: dataset.load(i) for i in dict.fromkeys(indices)}
     out = []
     for pos, index in enumerate(indices):
@@ -107,20 +114,21 @@ def augment_batch(dataset: InstanceDataset, indices: Sequence[int], *, epoch: in
         placed = plan_sample(rng, (seed, epoch, index, rank), dataset.meta(index), [dataset.meta(i) for i in basket],
                              cfg, geometry)
         out.append(apply_placed(placed, loaded[index], [loaded[i] for i in basket],
-                                flip_index=dataset.meta(index).flip_index, backend=backend))
+                                flip_index=dataset.meta(index).flip_index, backend=backend, targets=targets))
     return out
 
 
 def reference_sample(dataset: InstanceDataset, index: int, *, epoch: int, seed: int, cfg: OCPConfig,
                      geometry: Geometry | bool = True, output_size: int | tuple[int, int] = 1024, lsj: bool = True,
-                     batch: list[int] | None = None) -> Sample:
+                     batch: list[int] | None = None, targets: Targets | None = None) -> Sample:
     """What the DALI pipeline produces for one sample, by the NumPy reference alone: ``augment`` (or
     ``augment_batch`` for ``cfg.source == "batch"``; ``batch``: the sample's batch) in the sample's geometry
     (``lsj.as_geometry(geometry, output_size, lsj)``; False: none). ``OCPDataset`` serves these; tests compare the
-    pipeline with them."""
+    pipeline with them. ``targets``: the optional outputs wanted (``ocp_dali.targets``; default all)."""
     geo = as_geometry(geometry, output_size, lsj)
     if cfg.source == "batch":
         if batch is None:
             raise ValueError("source='batch' needs the sample's batch")
-        return augment_batch(dataset, batch, epoch=epoch, seed=seed, cfg=cfg, geometry=geo)[batch.index(index)]
-    return augment(dataset, index, epoch=epoch, seed=seed, cfg=cfg, geometry=geo)
+        return augment_batch(dataset, batch, epoch=epoch, seed=seed, cfg=cfg, geometry=geo,
+                             targets=targets)[batch.index(index)]
+    return augment(dataset, index, epoch=epoch, seed=seed, cfg=cfg, geometry=geo, targets=targets)

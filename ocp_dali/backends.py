@@ -3,7 +3,10 @@
 A backend holds an array module and three operations the stage needs:
     ``asarray(a)``                          host or device array -> the backend's array
     ``decode_masks(requests)``              packed RLE run counts -> (N, H, W) bool mask stacks
-    ``apply_batch(plans, dsts, sources)``   the OC&P apply step of a batch (``[apply_numpy(p, d, s) for ...]``)
+    ``apply_batch(plans, dsts, sources, targets=None)``
+                                            the OC&P apply step of a batch (``[apply_numpy(p, d, s, targets) ...]``;
+                                            ``targets``: the optional outputs wanted, ``ocp_dali.targets``; None:
+                                            the destinations')
 
 Backends:
     ``numpy``     the NumPy reference (the oracle, and the CPU path)
@@ -23,6 +26,7 @@ from ocp_dali.data.rle import decode_packed, unpack_counts
 from ocp_dali.plan import PastePlan
 from ocp_dali.reference import apply_numpy
 from ocp_dali.sample import Sample
+from ocp_dali.targets import Targets
 
 BACKENDS = ("numpy", "cupy", "emulated")
 
@@ -52,8 +56,8 @@ class NumpyBackend:
                 for r in requests]
 
     def apply_batch(self, plans: Sequence[PastePlan], dsts: Sequence[Sample],
-                    sources: Sequence[Sequence[Sample | None]]) -> list[Sample]:
-        return [apply_numpy(p, d, s) for p, d, s in zip(plans, dsts, sources)]
+                    sources: Sequence[Sequence[Sample | None]], targets: Targets | None = None) -> list[Sample]:
+        return [apply_numpy(p, d, s, targets) for p, d, s in zip(plans, dsts, sources)]
 
 
 class KernelBackend:
@@ -86,10 +90,10 @@ class KernelBackend:
         return out
 
     def apply_batch(self, plans: Sequence[PastePlan], dsts: Sequence[Sample],
-                    sources: Sequence[Sequence[Sample | None]]) -> list[Sample]:
+                    sources: Sequence[Sequence[Sample | None]], targets: Targets | None = None) -> list[Sample]:
         from ocp_dali.kernels.apply import apply_cupy_batch
 
-        return apply_cupy_batch(plans, dsts, sources, backend=self.arrays)
+        return apply_cupy_batch(plans, dsts, sources, backend=self.arrays, targets=targets)
 
 
 def cuda_device_count() -> int:

@@ -25,6 +25,7 @@ from ocp_dali.keypoints import keep_on_canvas
 from ocp_dali.masks import tight_boxes
 from ocp_dali.plan import sample_rng
 from ocp_dali.sample import Sample
+from ocp_dali.targets import Targets, absent
 from ocp_dali.xp import array_module, to_numpy
 
 LSJ_RATIO_RANGE = (0.1, 2.0)
@@ -266,7 +267,8 @@ class Resampled(NamedTuple):
     Attributes:
         image: (out_h, out_w, 3) uint8.
         keep: (N,) bool over the input instances: the visible mask keeps a pixel on the canvas.
-        masks, amodal_masks, occluder_masks: (n, out_h, out_w) bool of the kept instances (n = keep.sum()).
+        masks, amodal_masks, occluder_masks: (n, out_h, out_w) bool of the kept instances (n = keep.sum());
+            amodal and occluder masks None when not requested (never resampled).
         boxes: (n, 4) int64 tight xyxy boxes of ``masks``.
         crowd_masks: (c, out_h, out_w) bool, the crowd regions that keep a pixel.
     """
@@ -280,54 +282,73 @@ class Resampled(NamedTuple):
     crowd_masks: Any
 
 
-def resample_arrays(sample: Sample, p: LSJParams) -> Resampled:
-    """``Resampled`` by ``sample_affine_arrays`` (NumPy or CuPy): every mask at full size, then the kept ones."""
+def resample_arrays(sample: Sample, p: LSJParams, targets: Targets | None = None) -> Resampled:
+    """``Resampled`` by ``sample_affine_arrays`` (NumPy or CuPy): every mask at full size, then the kept ones;
+    amodal / occluder masks only when ``targets`` (default: the sample's) asks for them."""
     xp = array_module(sample.image)
-    img, (vis, amodal, occl, crowd) = sample_affine_arrays(
-        sample.image, [sample.masks, sample.amodal_masks, sample.occluder_masks, sample.crowd_masks],
+    want = (sample.targets if targets is None else targets).names
+    optional = [k for k in ("amodal_masks", "occluder_masks") if k in want]
+    img, (vis, crowd, *rest) = sample_affine_arrays(
+        sample.image, [sample.masks, sample.crowd_masks] + [getattr(sample, k) for k in optional],
         p.inv_q16, p.out_h, p.out_w, p.valid_w, p.valid_h)
     n, c = vis.shape[0], crowd.shape[0]
     keep = vis.reshape(n, -1).any(axis=1) if n else xp.zeros(0, dtype=bool)
     crowd_keep = crowd.reshape(c, -1).any(axis=1) if c else xp.zeros(0, dtype=bool)
     vis_k = vis[keep]
-    return Resampled(img, keep, vis_k, tight_boxes(vis_k), amodal[keep], occl[keep], crowd[crowd_keep])
+    got = {k: m[keep] for k, m in zip(optional, rest)}
+    return Resampled(img, keep, vis_k, tight_boxes(vis_k), got.get("amodal_masks"), got.get("occluder_masks"),
+                     crowd[crowd_keep])
 
 
-def resample_compiled(fast: ModuleType, sample: Sample, p: LSJParams) -> Resampled:
+def resample_compiled(fast: ModuleType, sample: Sample, p: LSJParams, targets: Targets | None = None) -> Resampled:
     """``Resampled`` by the compiled CPU loops ``fast`` (``compiled_loops``; NumPy arrays): which instances keep a
-    pixel is found first, so only their masks are resampled, each only inside its box's window. The outputs
-    alias where the inputs do (amodal masks that are the visible masks)."""
+    pixel is found first, so only their masks are resampled, each only inside its box's window, and only the mask
+    kinds ``targets`` (default: the sample's) asks for. The outputs alias where the inputs do (amodal masks that
+    are the visible masks)."""
+    want = (sample.targets if targets is None else targets).names
     geo = (p.inv_q16, p.out_h, p.out_w, p.valid_w, p.valid_h)
     img = fast.lsj_image(sample.image, *geo)
     keep = fast.lsj_hits(sample.masks, p.inv_q16, p.valid_w, p.valid_h)
     rows = np.flatnonzero(keep)
     vis, boxes = fast.lsj_masks(sample.masks, rows, *geo)
-    amodal = vis if sample.amodal_masks is sample.masks else fast.lsj_masks(sample.amodal_masks, rows, *geo)[0]
-    occl = fast.lsj_masks(sample.occluder_masks, rows, *geo)[0]
+    amodal = occl = None
+    if "amodal_masks" in want:
+        amodal = vis if sample.amodal_masks is sample.masks else fast.lsj_masks(sample.amodal_masks, rows, *geo)[0]
+    if "occluder_masks" in want:
+        occl = fast.lsj_masks(sample.occluder_masks, rows, *geo)[0]
     crowd_rows = np.flatnonzero(fast.lsj_hits(sample.crowd_masks, p.inv_q16, p.valid_w, p.valid_h))
     crowd = fast.lsj_masks(sample.crowd_masks, crowd_rows, *geo)[0]
     return Resampled(img, keep, vis, boxes, amodal, occl, crowd)
 
 
-def apply_lsj(sample: Sample, p: LSJParams, flip_index: tuple[int, ...] | None = None) -> Sample:
-    """Resample a sample and all its targets (``flip_index``: keypoint left/right permutation for the flip);
-    instances whose visible mask leaves the canvas are removed (counted in ``info['dropped_by_crop']``). Boxes are
-    recomputed from the resampled visible masks; occlusion rates are the instance's own (from the paste, not the
-    crop); keypoints that leave the canvas become (0, 0, 0). NumPy or CuPy samples; NumPy ones by the compiled CPU
-    loops when they are available (``resample_compiled``, the same bits as ``resample_arrays``)."""
+def apply_lsj(sample: Sample, p: LSJParams, flip_index: tuple[int, ...] | None = None,
+              targets: Targets | None = None) -> Sample:
+    """Resample a sample and its requested targets (``flip_index``: keypoint left/right permutation for the flip;
+    ``targets``: at most the sample's, default the sample's; the others are neither resampled nor allocated, see
+    ``ocp_dali.targets``); instances whose visible mask leaves the canvas are removed (counted in
+    ``info['dropped_by_crop']``). Boxes are recomputed from the resampled visible masks; occlusion rates are the
+    instance's own (from the paste, not the crop); keypoints that leave the canvas become (0, 0, 0). NumPy or CuPy
+    samples; NumPy ones by the compiled CPU loops when they are available (``resample_compiled``, the same bits as
+    ``resample_arrays``)."""
+    targets = sample.targets if targets is None else targets
+    if not targets.names <= sample.targets.names:
+        sample.restrict(targets)  # raises: names what is missing
+    want = targets.names
     xp = array_module(sample.image)
     fast = compiled_loops(sample.image, p.inv_q16)
-    r = resample_arrays(sample, p) if fast is None else resample_compiled(fast, sample, p)
+    r = resample_arrays(sample, p, targets) if fast is None else resample_compiled(fast, sample, p, targets)
     keep = r.keep
     kp = None
-    if sample.keypoints is not None:
+    if sample.keypoints is not None and "keypoints" in want:
         kp = _keypoints(to_numpy(sample.keypoints), p, flip_index, sample.file_name)[to_numpy(keep)]
         kp = xp.asarray(kp)
     info = dict(sample.info)
     info["dropped_by_crop"] = int((~keep).sum())
+    made = dict(amodal_masks=lambda: r.amodal_masks, occluder_masks=lambda: r.occluder_masks,
+                occlusion_rate=lambda: sample.occlusion_rate[keep], order=lambda: sample.order[keep][:, keep],
+                keypoints=lambda: kp)
     return Sample(
-        image=r.image, masks=r.masks, amodal_masks=r.amodal_masks, boxes=r.boxes.astype(xp.float32),
-        labels=sample.labels[keep], occlusion_rate=sample.occlusion_rate[keep], occluder_masks=r.occluder_masks,
-        order=sample.order[keep][:, keep], keypoints=kp, pasted=sample.pasted[keep],
-        ann_ids=sample.ann_ids[keep], crowd_masks=r.crowd_masks, image_id=sample.image_id,
-        file_name=sample.file_name, info=info)
+        image=r.image, masks=r.masks, boxes=r.boxes.astype(xp.float32), labels=sample.labels[keep],
+        pasted=sample.pasted[keep], ann_ids=sample.ann_ids[keep], crowd_masks=r.crowd_masks,
+        image_id=sample.image_id, file_name=sample.file_name, info=info, targets=targets,
+        **{k: make() if k in want else absent(k, xp, p.out_h, p.out_w) for k, make in made.items()})

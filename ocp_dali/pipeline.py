@@ -11,6 +11,7 @@ Outputs, in order (``ocp_dali.wire.OUTPUT_NAMES``): image (3, S, S) float32 norm
 amodal_masks, occluder_masks, boxes (N, 4) float32, labels (N,) int64, occlusion_rate (N,) float32, order (N, N)
 bool, keypoints (N, K, 3) float32 (K = 0 without keypoints), pasted (N,) bool, ann_ids (N,) int64, info
 (``wire.InfoRow``, int64). Variable instance counts stay per-sample tensors: nothing is truncated or padded.
+The optional ones not in ``targets`` (``ocp_dali.targets``) are empty arrays, never computed.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ocp_dali.data.base import InstanceDataset
 from ocp_dali.lsj import Geometry, as_geometry
 from ocp_dali.source import EpochSource
 from ocp_dali.stage import ocp_stage
+from ocp_dali.targets import Targets
 from ocp_dali.wire import OUTPUT_NAMES, WorkerBatch
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -32,7 +34,7 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
                    py_num_workers: int = 2, shard_id: int = 0, num_shards: int = 1, lsj: bool = True,
                    geometry: Geometry | bool = True, normalize: bool = True, shuffle: bool = True, epoch: int = 0,
                    prefetch_queue_depth: int = 2, device_id: int | None = None, start_iteration: int = 0,
-                   bad: frozenset[int] = frozenset()):
+                   bad: frozenset[int] = frozenset(), targets: Targets | None = None):
     """A built-ready DALI pipeline of OC&P (see the module docstring for the outputs).
 
     Args:
@@ -46,6 +48,7 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
         epoch: the epoch of DALI's first epoch (later ones count up from it).
         start_iteration: the batch that first epoch starts at (resume mid-epoch).
         bad: dataset indices of images to treat as unusable (see ``EpochSource``).
+        targets: the optional outputs wanted (``ocp_dali.targets``; default all).
     Returns:
         ``(pipeline, source)``: the DALI pipeline (call ``.build()``) and its ``EpochSource``.
     """
@@ -59,7 +62,8 @@ def build_pipeline(dataset: InstanceDataset, cfg: OCPConfig, *, device: str = "g
     source = EpochSource(dataset, cfg, seed, batch_size, geo, shuffle, shard_id, num_shards, epoch, start_iteration,
                          frozenset(bad))
     slots = source.slots
-    stage = ocp_stage("cupy" if device == "gpu" else "numpy", slots, geo, getattr(dataset, "flip_index", None))
+    stage = ocp_stage("cupy" if device == "gpu" else "numpy", slots, geo, getattr(dataset, "flip_index", None),
+                      targets)
     dev_id = (0 if device_id is None else device_id) if device == "gpu" else None
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=dev_id, py_num_workers=py_num_workers,

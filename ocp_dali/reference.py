@@ -30,6 +30,7 @@ from ocp_dali.masks import tight_box, tight_boxes
 from ocp_dali.photometric import jitter_image
 from ocp_dali.plan import PasteOp, PastePlan
 from ocp_dali.sample import Sample
+from ocp_dali.targets import Targets, absent
 from ocp_dali.xp import array_module
 
 ALPHA_BITS = 12
@@ -159,7 +160,11 @@ class PasteLayers:
 
     Attributes:
         image: (H, W, 3) uint8, a copy of the destination's pixels, the pastes composited so far.
-        vis: (T, H, W) bool visible masks; amodal: (T, H, W) bool whole masks.
+        vis: (T, H, W) bool visible masks; amodal: (T, H, W) bool whole masks, None when no requested target
+            needs the stack (``Targets.amodal_stack``: the rate reads areas, the occluders boxes).
+        dest_amodal: (n0, H, W) bool, the destination's amodal masks (its visible ones when it carries none;
+            ``Sample.amodal_or_visible``), read in place.
+        targets: the requested ``Targets``.
         boxes: (T, 4) int64 xyxy boxes: the destination's, then each paste's window-clipped box when placed. They
             are never updated: a mask only loses pixels, so a stale box is a safe superset for "does the paste touch
             it" and bounds where the final tight box can be.
@@ -173,7 +178,9 @@ class PasteLayers:
 
     image: np.ndarray
     vis: np.ndarray
-    amodal: np.ndarray
+    amodal: np.ndarray | None
+    dest_amodal: np.ndarray
+    targets: Targets
     boxes: np.ndarray
     labels: np.ndarray
     ann_ids: np.ndarray
@@ -187,15 +194,20 @@ class PasteLayers:
     placed: list[tuple[int, tuple[int, int, int, int], np.ndarray]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, destination: Sample, num_pastes: int) -> "PasteLayers":
-        """The destination's instances in rows ``[0, n0)``, room for ``num_pastes`` more (the inputs are copied)."""
+    def start(cls, destination: Sample, num_pastes: int, targets: Targets) -> "PasteLayers":
+        """The destination's instances in rows ``[0, n0)``, room for ``num_pastes`` more (the inputs are copied);
+        only the stacks ``targets`` needs are allocated."""
         H, W = destination.height, destination.width
         n0 = len(destination)
         total = n0 + num_pastes
         vis = np.zeros((total, H, W), dtype=bool)
         vis[:n0] = destination.masks
-        amodal = np.zeros((total, H, W), dtype=bool)
-        amodal[:n0] = destination.amodal_masks
+        need = targets.amodal_stack or targets.amodal_boxes
+        dest_amodal = destination.amodal_or_visible() if need else destination.masks
+        amodal = None
+        if targets.amodal_stack:
+            amodal = np.zeros((total, H, W), dtype=bool)
+            amodal[:n0] = dest_amodal
         boxes = np.zeros((total, 4), dtype=np.int64)
         boxes[:n0] = np.asarray(destination.boxes, dtype=np.int64)
         labels = np.zeros(total, dtype=np.int64)
@@ -203,12 +215,13 @@ class PasteLayers:
         ann_ids = np.full(total, -1, dtype=np.int64)
         ann_ids[:n0] = destination.ann_ids
         kps = None
-        if destination.keypoints is not None:
+        if destination.keypoints is not None and "keypoints" in targets.names:
             kps = np.zeros((total,) + destination.keypoints.shape[1:], dtype=np.float32)
             kps[:n0] = destination.keypoints
-        return cls(image=destination.image.copy(), vis=vis, amodal=amodal, boxes=boxes, labels=labels,
-                   ann_ids=ann_ids, time=np.full(total, -1, dtype=np.int64), touched=np.zeros(total, dtype=bool),
-                   crowd=destination.crowd_masks.copy(), keypoints=kps, n0=n0, row=n0)
+        return cls(image=destination.image.copy(), vis=vis, amodal=amodal, dest_amodal=dest_amodal, targets=targets,
+                   boxes=boxes, labels=labels, ann_ids=ann_ids, time=np.full(total, -1, dtype=np.int64),
+                   touched=np.zeros(total, dtype=bool), crowd=destination.crowd_masks.copy(), keypoints=kps, n0=n0,
+                   row=n0)
 
 
 def paste_window(op: PasteOp, height: int, width: int) -> tuple[int, int, int, int]:
@@ -323,7 +336,8 @@ def place(layers: PasteLayers, plan: PastePlan, t: int, src: Sample, window: tup
     wx0, wy0, wx1, wy1 = window
     r = layers.row
     layers.vis[r, wy0:wy1, wx0:wx1] = mask
-    layers.amodal[r, wy0:wy1, wx0:wx1] = mask
+    if layers.amodal is not None:
+        layers.amodal[r, wy0:wy1, wx0:wx1] = mask
     layers.boxes[r] = tight_box(mask) + (wx0, wy0, wx0, wy0)
     layers.labels[r] = op.label
     layers.ann_ids[r] = src.ann_ids[op.instance]
@@ -337,24 +351,32 @@ def place(layers: PasteLayers, plan: PastePlan, t: int, src: Sample, window: tup
     layers.row += 1
 
 
-def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None]) -> Sample:
+def apply_numpy(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None],
+                targets: Targets | None = None) -> Sample:
     """Apply a plan to a destination sample (spec §2, §4.2, §4.3), NumPy reference.
 
     Args:
         plan: from ``sample_plan``; ``plan.height/width`` must match the destination.
         destination: the sample pasted onto (not modified). Its ``boxes`` must be the tight boxes of its
             ``masks``, as for every ``Sample`` made by ``Sample.from_instances`` or by ``apply``.
-        sources: one entry per ``plan.basket`` position (entries the plan does not use may be None).
+        sources: one entry per ``plan.basket`` position (entries the plan does not use may be None); their
+            image, visible masks, ann_ids (and keypoints, when requested) are read.
+        targets: the optional outputs wanted (``ocp_dali.targets``), at most those the destination carries;
+            None: the destination's (all, for a loaded sample). The others are neither computed nor allocated.
 
     Returns:
-        A new ``Sample`` (or ``destination`` itself when the plan pastes nothing): existing instances that survive,
-        in their order, then the pasted ones in paste order, with all occlusion targets.
+        A new ``Sample`` (or ``destination`` itself when the plan pastes nothing and ``targets`` are its own):
+        existing instances that survive, in their order, then the pasted ones in paste order, with the requested
+        occlusion targets (``Sample.targets``).
     """
+    targets = destination.targets if targets is None else targets
     if not plan.pastes:
-        return destination
+        return destination.restrict(targets)
+    if not targets.names <= destination.targets.names:
+        destination.restrict(targets)  # raises: names what is missing
     plan.check(destination, sources)
     H, W = destination.height, destination.width
-    layers = PasteLayers.start(destination, len(plan.pastes))
+    layers = PasteLayers.start(destination, len(plan.pastes), targets)
     for t, op in enumerate(plan.pastes):
         src = sources[op.source]
         window = paste_window(op, H, W)
@@ -380,6 +402,11 @@ def _tight_box_in(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
     return b + (x0, y0, x0, y0) if b[2] > b[0] else b
 
 
+def _pasted_amodal_box(layers: PasteLayers, j: int) -> np.ndarray:
+    """Tight (4,) int64 box of pasted row ``j``'s amodal mask: that of its placed mask, which is its row box."""
+    return tight_box(layers.amodal[j]) if layers.amodal is not None else layers.boxes[j].copy()
+
+
 def keep_rule(plan: PastePlan, destination: Sample, layers: PasteLayers) -> np.ndarray:
     """Stage "keep": which of the ``layers.row`` rows survive, (row,) bool.
 
@@ -398,7 +425,7 @@ def keep_rule(plan: PastePlan, destination: Sample, layers: PasteLayers) -> np.n
         if bw <= 0 or bh <= 0:
             keep[j] = False
         elif plan.mode == "simple":
-            before = np.asarray(destination.boxes[j], dtype=np.float64) if j < n0 else tight_box(layers.amodal[j])
+            before = np.asarray(destination.boxes[j], dtype=np.float64) if j < n0 else _pasted_amodal_box(layers, j)
             moved_little = bool(np.all(np.abs(b - before) <= plan.bbox_occluded_thr))
             keep[j] = moved_little or int(layers.vis[j].sum()) > plan.mask_occluded_thr
         else:
@@ -409,34 +436,44 @@ def keep_rule(plan: PastePlan, destination: Sample, layers: PasteLayers) -> np.n
 def amodal_boxes(destination: Sample, layers: PasteLayers) -> np.ndarray:
     """(row, 4) int64 xyxy boxes that hold each row's amodal mask: the destination's tight amodal boxes, then each
     placed paste's box (a pasted amodal mask is its placed mask)."""
-    if destination.amodal_masks is destination.masks:
+    if layers.dest_amodal is destination.masks:
         boxes_in = np.asarray(destination.boxes, dtype=np.int64)
     else:
-        boxes_in = tight_boxes(destination.amodal_masks)
+        boxes_in = tight_boxes(layers.dest_amodal)
     if layers.row > layers.n0:
         return np.concatenate([boxes_in, layers.boxes[layers.n0:layers.row]])
     return boxes_in
 
 
-def occlusion_stats(layers: PasteLayers, rows: np.ndarray, vis: np.ndarray, amodal: np.ndarray,
-                    amodal_box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def occlusion_stats(layers: PasteLayers, rows: np.ndarray, vis: np.ndarray, amodal: np.ndarray | None,
+                    amodal_box: np.ndarray | None, rate: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Stage "occlusion stats" of the kept ``rows`` (n,): ``(boxes (n, 4) int64 tight xyxy of the visible masks,
     occlusion_rate (n,) float32 = 1 - visible / amodal area)``.
 
-    ``vis``, ``amodal``: (n, H, W) bool masks of those rows; ``amodal_box``: (n, 4) int64 boxes holding the amodal
-    masks. Confined to boxes: full-image passes over N masks dominate the cost at 1024^2 otherwise; a mask only
-    loses pixels, so its previous box bounds where its new box can be.
+    ``vis``, ``amodal``: (n, H, W) bool masks of those rows (``amodal`` None without the stack: the areas are read
+    from ``layers.dest_amodal`` and the placed masks, the same pixels); ``amodal_box``: (n, 4) int64 boxes holding
+    the amodal masks. ``rate`` False: boxes only (the rates are zeros; ``amodal_box`` may be None). Confined to
+    boxes: full-image passes over N masks dominate the cost at 1024^2 otherwise; a mask only loses pixels, so its
+    previous box bounds where its new box can be.
     """
     n = len(rows)
     boxes = np.zeros((n, 4), dtype=np.int64)
     vis_area = np.zeros(n, dtype=np.int64)
     amodal_area = np.zeros(n, dtype=np.int64)
+    placed = {r: m for r, _, m in layers.placed} if amodal is None else {}
     for i, r in enumerate(rows):
         boxes[i] = _tight_box_in(vis[i], layers.boxes[r]) if layers.touched[r] else layers.boxes[r]
+        if not rate:
+            continue
         bx0, by0, bx1, by1 = boxes[i]
         vis_area[i] = np.count_nonzero(vis[i, by0:by1, bx0:bx1])
         ax0, ay0, ax1, ay1 = amodal_box[i]
-        amodal_area[i] = np.count_nonzero(amodal[i, ay0:ay1, ax0:ax1])
+        if amodal is not None:
+            amodal_area[i] = np.count_nonzero(amodal[i, ay0:ay1, ax0:ax1])
+        elif r in placed:  # a pasted amodal mask is its placed mask
+            amodal_area[i] = np.count_nonzero(placed[r])
+        else:
+            amodal_area[i] = np.count_nonzero(layers.dest_amodal[r, ay0:ay1, ax0:ax1])
     return boxes, (1.0 - vis_area / np.maximum(amodal_area, 1)).astype(np.float32)
 
 
@@ -495,15 +532,17 @@ def order_matrix(destination: Sample, layers: PasteLayers, rows: np.ndarray, amo
 
 
 def emit(destination: Sample, layers: PasteLayers, keep: np.ndarray) -> Sample:
-    """Stage "emit": the output ``Sample`` of the kept rows (``keep`` (row,) bool) with every target and the
-    counts in ``info``."""
+    """Stage "emit": the output ``Sample`` of the kept rows (``keep`` (row,) bool) with the requested targets
+    (``layers.targets``; the others ``targets.absent``) and the counts in ``info``."""
     rows = np.flatnonzero(keep)
-    n0, row = layers.n0, layers.row
+    n0, row, want = layers.n0, layers.row, layers.targets.names
     all_kept = len(rows) == row
     vis = layers.vis[:row] if all_kept else layers.vis[rows]
-    amodal = layers.amodal[:row] if all_kept else layers.amodal[rows]
-    amodal_box = amodal_boxes(destination, layers)[rows]
-    boxes, occlusion_rate = occlusion_stats(layers, rows, vis, amodal, amodal_box)
+    amodal = None
+    if layers.amodal is not None:
+        amodal = layers.amodal[:row] if all_kept else layers.amodal[rows]
+    amodal_box = amodal_boxes(destination, layers)[rows] if layers.targets.amodal_boxes else None
+    boxes, occlusion_rate = occlusion_stats(layers, rows, vis, amodal, amodal_box, "occlusion_rate" in want)
     crowd = layers.crowd
     crowd_keep = crowd.reshape(len(crowd), -1).any(axis=1) if len(crowd) else np.zeros(0, dtype=bool)
     info = dict(  # on top of the destination's own counts (a crop before the paste: ``dropped_by_crop``)
@@ -514,20 +553,25 @@ def emit(destination: Sample, layers: PasteLayers, keep: np.ndarray) -> Sample:
         dropped_pasted=int(row - n0 - keep[n0:row].sum()),
         dropped_crowd=int(len(crowd) - crowd_keep.sum()),
     )
+    made = dict(  # each built only when requested
+        amodal_masks=lambda: amodal,
+        occlusion_rate=lambda: occlusion_rate,
+        occluder_masks=lambda: occluder_masks(destination, layers, rows, amodal_box),
+        order=lambda: order_matrix(destination, layers, rows, amodal, amodal_box),
+        keypoints=lambda: None if layers.keypoints is None else layers.keypoints[rows],
+    )
+    H, W = destination.height, destination.width
     return Sample(
         image=layers.image,
         masks=vis,
-        amodal_masks=amodal,
         boxes=boxes.astype(np.float32),
         labels=layers.labels[rows],
-        occlusion_rate=occlusion_rate,
-        occluder_masks=occluder_masks(destination, layers, rows, amodal_box),
-        order=order_matrix(destination, layers, rows, amodal, amodal_box),
-        keypoints=None if layers.keypoints is None else layers.keypoints[rows],
         pasted=layers.time[rows] >= 0,
         ann_ids=layers.ann_ids[rows],
         crowd_masks=crowd[crowd_keep],
         image_id=destination.image_id,
         file_name=destination.file_name,
         info=info,
+        targets=layers.targets,
+        **{k: make() if k in want else absent(k, np, H, W) for k, make in made.items()},
     )

@@ -1,12 +1,13 @@
 """The ``Sample`` contract shared by the data loaders, both apply backends and the adapters."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ocp_dali.masks import tight_boxes
+from ocp_dali.targets import OPTIONAL, Targets, absent
 from ocp_dali.xp import array_module
 
 # The counts every ``Sample.info`` carries (0 when nothing happened): ``apply`` sets the first five, the crop of
@@ -36,6 +37,12 @@ class Sample:
         image_id: id of the destination image; file_name: its file (for error messages).
         info: counts from the augmentation, every name of ``COUNTS`` (missing ones are filled in with 0, so a
             sample nothing was done to has them all) plus any extra key given.
+        targets: which optional targets (``ocp_dali.targets``) the sample carries; default all. The rule for the
+            others: ``amodal_masks`` / ``occluder_masks`` are (0, H, W) bool, ``occlusion_rate`` (0,) float32,
+            ``order`` (0, 0) bool, ``keypoints`` None (``targets.absent``): never computed, never allocated at full
+            size. Consumers test ``name in sample.targets``. A sample without amodal masks, occluders, occlusion
+            rates or order reads as a loaded one (amodal = visible, nothing occluded), which only an unaugmented
+            sample is (``amodal_or_visible`` checks).
     """
 
     image: np.ndarray
@@ -53,6 +60,7 @@ class Sample:
     image_id: int = -1
     file_name: str = ""
     info: dict[str, int] = field(default_factory=dict)
+    targets: Targets = field(default_factory=Targets.all)
 
     def __post_init__(self) -> None:
         # frozen: the one write, a new dict (never the caller's)
@@ -81,12 +89,13 @@ class Sample:
         crowd_masks: np.ndarray | None = None,
         image_id: int = -1,
         file_name: str = "",
+        targets: Targets | None = None,
     ) -> "Sample":
         """A sample as loaded: amodal = visible masks, no occlusion, nothing pasted.
 
         ``image`` (H, W, 3) uint8; ``masks`` (N, H, W) bool (non-empty); ``labels`` (N,) ints. The arrays stay in
         the image's array module (NumPy, or CuPy on the GPU backend); small host arrays (labels, ids, keypoints)
-        are moved to it.
+        are moved to it. ``targets``: the optional targets it carries (default all; see the class docstring).
         """
         xp = array_module(image)
         image = xp.asarray(image)
@@ -102,22 +111,47 @@ class Sample:
                 raise ValueError(f"{file_name or 'sample'}: keypoints must be ({n}, K, 3), got {keypoints.shape}")
         if crowd_masks is None:
             crowd_masks = xp.zeros((0, h, w), dtype=bool)
+        t = Targets.all() if targets is None else targets
+        loaded = dict(amodal_masks=lambda: masks, occluder_masks=lambda: xp.zeros((n, h, w), dtype=bool),
+                      occlusion_rate=lambda: xp.zeros(n, dtype=xp.float32),
+                      order=lambda: xp.zeros((n, n), dtype=bool), keypoints=lambda: keypoints)
+        # unrequested targets are never built (a zero occluder stack is N full planes)
+        optional = {k: make() if k in t.names else absent(k, xp, h, w) for k, make in loaded.items()}
         return cls(
             image=image,
             masks=masks,
-            amodal_masks=masks,
             boxes=tight_boxes(masks).astype(xp.float32),
             labels=labels,
-            occlusion_rate=xp.zeros(n, dtype=xp.float32),
-            occluder_masks=xp.zeros((n, h, w), dtype=bool),
-            order=xp.zeros((n, n), dtype=bool),
-            keypoints=keypoints,
             pasted=xp.zeros(n, dtype=bool),
             ann_ids=xp.full(n, -1, dtype=xp.int64) if ann_ids is None else xp.asarray(ann_ids, xp.int64).reshape(n),
             crowd_masks=xp.asarray(crowd_masks, dtype=bool).reshape(-1, h, w),
             image_id=int(image_id),
             file_name=str(file_name),
+            targets=t,
+            **optional,
         )
+
+    def restrict(self, targets: Targets | None) -> "Sample":
+        """This sample carrying only ``targets`` (None: itself): the others replaced by ``targets.absent``.
+        Raises ``ValueError`` when ``targets`` asks for one the sample does not carry."""
+        if targets is None or targets == self.targets:
+            return self
+        extra = sorted(targets.names - self.targets.names)
+        if extra:
+            raise ValueError(f"{self.file_name or 'sample'}: carries no {extra} (it has {self.targets})")
+        xp = array_module(self.image)
+        dropped = {n: absent(n, xp, self.height, self.width) for n in OPTIONAL if n not in targets.names}
+        return replace(self, targets=targets, **dropped)
+
+    def amodal_or_visible(self) -> Any:
+        """The (N, H, W) bool amodal masks, or the visible ones for a sample that carries none: only valid for a
+        sample nothing was pasted on (amodal = visible), so any other raises ``ValueError``."""
+        if "amodal_masks" in self.targets.names:
+            return self.amodal_masks
+        if self.info["pasted"] or bool(self.pasted.any()):
+            raise ValueError(f"{self.file_name or 'sample'}: has pastes but carries no amodal masks (targets "
+                             f"{self.targets}); request amodal_masks")
+        return self.masks
 
     def arrays(self) -> dict[str, Any]:
         """The array fields by name (for comparisons and conversions)."""

@@ -10,6 +10,9 @@ One call handles a batch (DALI's batch-mode ``python_function``), in these steps
     5. the sample's geometry (``apply_lsj``, NumPy or CuPy arrays alike): on the destination before step 4 in the
        seed's placement, on the result after it in the ``paste_first`` one (``lsj.Geometry.placement``); then the
        outputs in ``wire.OUTPUT_NAMES`` order.
+Every step makes only the requested targets (``ocp_dali.targets``): the destinations are built carrying them, the
+sources carrying none but keypoints (a paste reads a source's pixels, visible masks and keypoints), and the apply
+step and the geometry are given them; an unrequested output is an empty array (``stage_outputs``).
 The NumPy backend is the CPU graph; the CuPy backend the GPU graph; the emulated backend runs the GPU graph's
 kernels on the CPU, so the CPU and GPU stages are tested equal without a GPU.
 """
@@ -24,6 +27,7 @@ from ocp_dali.data.base import sample_from_record
 from ocp_dali.lsj import Geometry, apply_lsj
 from ocp_dali.plan import PastePlan
 from ocp_dali.sample import Sample
+from ocp_dali.targets import Targets
 from ocp_dali.wire import OUTPUT_NAMES, InfoRow, SampleKey, WorkerBatch, unpack_annotation, unpack_lsj, unpack_plan
 from ocp_dali.xp import to_numpy
 
@@ -85,9 +89,13 @@ class StageBatch:
         return cls(plans, lsjs, keys, images, anns, sources)
 
 
-def build_samples(backend: Any, batch: StageBatch) -> tuple[list[Sample], list[list[Sample | None]]]:
+def build_samples(backend: Any, batch: StageBatch,
+                  targets: Targets | None = None) -> tuple[list[Sample], list[list[Sample | None]]]:
     """Destination and source ``Sample``s of a batch; all masks decoded by one ``backend.decode_masks`` call
-    (sources: only the pasted instances; their crowd regions are not needed)."""
+    (sources: only the pasted instances; their crowd regions are not needed). Destinations carry ``targets``
+    (default all), sources only keypoints when requested (nothing else of theirs is read)."""
+    targets = Targets.all() if targets is None else targets
+    source_targets = Targets(targets.names & {"keypoints"})
     requests: list[MaskRequest] = []
     for ann in batch.anns:
         h, w = int(ann["height"]), int(ann["width"])
@@ -97,21 +105,22 @@ def build_samples(backend: Any, batch: StageBatch) -> tuple[list[Sample], list[l
         requests.append(MaskRequest(ref.ann["counts"], int(ref.ann["height"]), int(ref.ann["width"]),
                                     tuple(ref.rows)))
     masks = backend.decode_masks(requests)
-    dsts = [sample_from_record(img, ann, masks[2 * i], masks[2 * i + 1])
+    dsts = [sample_from_record(img, ann, masks[2 * i], masks[2 * i + 1], targets)
             for i, (img, ann) in enumerate(zip(batch.images, batch.anns))]
     sources: list[list[Sample | None]] = [[None] * len(row) for row in batch.sources]
     xp = backend.xp
     for k, (i, b, ref) in enumerate(refs):
         h, w = int(ref.ann["height"]), int(ref.ann["width"])
         sources[i][b] = sample_from_record(ref.image, ref.ann, masks[2 * len(batch.anns) + k],
-                                           xp.zeros((0, h, w), dtype=bool))
+                                           xp.zeros((0, h, w), dtype=bool), source_targets)
     return dsts, sources
 
 
 def stage_outputs(s: Sample, plan: PastePlan, key: SampleKey, skipped_annotations: int, xp: Any) -> list[Any]:
     """The stage outputs of one sample (made by ``plan``), in ``wire.OUTPUT_NAMES`` order, as contiguous ``xp``
-    arrays."""
-    n = len(s)
+    arrays; the targets the sample does not carry are its empty arrays (``targets.absent``), keypoints (0, 0, 3)
+    float32 (requested but the dataset has none: (N, 0, 3))."""
+    n = len(s) if "keypoints" in s.targets.names else 0
     kp = s.keypoints if s.keypoints is not None else xp.zeros((n, 0, 3), dtype=xp.float32)
     info = s.info  # every Sample carries all of sample.COUNTS
     row = InfoRow(key.index, key.epoch, s.image_id, info["pasted"], info["skipped"],
@@ -123,8 +132,8 @@ def stage_outputs(s: Sample, plan: PastePlan, key: SampleKey, skipped_annotation
                                              xp.asarray(row.pack()))]
 
 
-def ocp_stage(backend: Any, slots: int, geometry: Geometry | None,
-              flip_index: tuple[int, ...] | None) -> Callable[..., tuple[list[Any], ...]]:
+def ocp_stage(backend: Any, slots: int, geometry: Geometry | None, flip_index: tuple[int, ...] | None,
+              targets: Targets | None = None) -> Callable[..., tuple[list[Any], ...]]:
     """The batch-mode ``python_function`` of the graph (inputs: ``WorkerBatch`` layout with decoded images).
 
     Args:
@@ -134,6 +143,7 @@ def ocp_stage(backend: Any, slots: int, geometry: Geometry | None,
         geometry: the samples' geometry (its parameters come per sample from the workers): before the paste in
             the seed's placement, after it in the ``paste_first`` one; None: outputs at the image's own size.
         flip_index: the dataset's keypoint flip permutation (used where a plan carries none).
+        targets: the optional outputs wanted (``ocp_dali.targets``; default all); the others are empty arrays.
     Returns:
         ``stage(*inputs)`` -> one list per output name, one array per sample.
     """
@@ -144,7 +154,7 @@ def ocp_stage(backend: Any, slots: int, geometry: Geometry | None,
             resolved.append(get_backend(backend))
         be = resolved[0]
         batch = StageBatch.unpack(be, inputs, slots)
-        dsts, sources = build_samples(be, batch)
+        dsts, sources = build_samples(be, batch, targets)
         flips = [plan.flip_index or flip_index for plan in batch.plans]
         if geometry is not None and geometry.seed_order:
             dsts = [apply_lsj(d, p, fl) for d, p, fl in zip(dsts, batch.lsjs, flips)]

@@ -8,7 +8,7 @@ from collections import Counter
 import dataclasses
 from dataclasses import dataclass, field
 from multiprocessing.context import get_spawning_popen
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from ocp_dali.augment import reference_sample
 from ocp_dali.data.usable import UsableImages
 from ocp_dali.pipeline import build_pipeline
 from ocp_dali.source import shard_indices
+from ocp_dali.targets import OPTIONAL, Targets
 from ocp_dali.wire import OUTPUT_NAMES, InfoRow
 from ocp_dali.workers import (Deadline, WorkerError, WorkerStartError, check_main_guard, dead_error, hung_error,
                               start_workers, worker_processes)
@@ -99,6 +100,8 @@ class OCPLoader:
     ``boxes`` (N_i, 4) float32, ``labels`` (N_i,) int64, ``occlusion_rate``, ``order`` (N_i, N_i) bool,
     ``keypoints`` (N_i, K, 3) float32, ``pasted``, ``ann_ids``; and ``indices``, ``image_ids``, ``epoch``, and ``info``
     (per sample the ``wire.InfoRow`` fields as a dict: counts of the augmentation and its plan).
+    ``targets`` (``ocp_dali.targets.Targets``, a list of names, or None: all): the optional ones (amodal and
+    occluder masks, occlusion rate, order, keypoints) to make; the others are neither computed nor in the batch.
     Tensors live on the pipeline's device. ``stats`` accumulates pastes, drops and skipped annotations.
 
     Sharding: ``shard_id``/``num_shards`` default to the torch.distributed rank and world size; each epoch's
@@ -132,7 +135,7 @@ class OCPLoader:
                  num_shards: int | None = None, lsj: bool = True, geometry: Geometry | bool = True,
                  normalize: bool = True,
                  shuffle: bool = True, epoch: int = 0, timeout: float | None = 600.0,
-                 on_bad_image: str = "skip") -> None:
+                 on_bad_image: str = "skip", targets: Targets | Iterable[str] | None = None) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"OCPLoader: timeout must be a positive number of seconds or None, got {timeout!r}")
         if on_bad_image not in ON_BAD_IMAGE:
@@ -149,11 +152,12 @@ class OCPLoader:
         self.dataset = dataset
         self.cfg = cfg or OCPConfig.ocp()
         self.device = device
+        self.targets = Targets.of(targets)
         self.kw = dict(device=device, batch_size=batch_size, output_size=output_size, seed=seed,
                        num_threads=num_threads, py_num_workers=py_num_workers,
                        shard_id=rank if shard_id is None else shard_id,
                        num_shards=world if num_shards is None else num_shards, lsj=lsj, geometry=geometry,
-                       normalize=normalize, shuffle=shuffle)
+                       normalize=normalize, shuffle=shuffle, targets=self.targets)
         self.stats: Counter[str] = Counter()
         self._pipe = None
         self._epoch = epoch
@@ -289,7 +293,7 @@ class OCPLoader:
             self.stats[k] += sum(getattr(row, k) for row in info)
         self.stats["samples"] += len(info)
         account.samples += sum(1 for s in stand_in_for if s < 0)
-        batch: dict[str, Any] = dict(cols)
+        batch: dict[str, Any] = {k: v for k, v in cols.items() if k not in OPTIONAL or k in self.targets.names}
         images = batch.pop("image")
         same_size = len({tuple(t.shape) for t in images}) == 1
         batch["images"] = torch.stack(images) if self.kw["geometry"] and same_size else images
@@ -344,7 +348,8 @@ class OCPDataset(torch.utils.data.Dataset):
 
     ``ds[i]`` is the reference sample (OC&P, then LSJ unless ``geometry=False``) for ``(seed, epoch, i)`` as a dict
     of tensors; call ``set_epoch`` in every epoch (the value reaches workers when ``persistent_workers=False``).
-    Use it with ``collate_fn=list`` (variable instance counts).
+    Use it with ``collate_fn=list`` (variable instance counts). ``targets``: as ``OCPLoader``'s (the unrequested
+    ones are neither computed nor in the dict).
 
     An image that cannot be used gives ``{"index", "epoch", "skipped": reason}`` instead (logged; drop these in the
     loop) with ``on_bad_image="skip"``, the default; ``"raise"`` raises its ``DataError``.
@@ -352,9 +357,10 @@ class OCPDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataset: InstanceDataset, cfg: OCPConfig | None = None, *, seed: int = 0,
                  output_size: int | tuple[int, int] = 1024, lsj: bool = True, geometry: Geometry | bool = True,
-                 on_bad_image: str = "skip") -> None:
+                 on_bad_image: str = "skip", targets: Targets | Iterable[str] | None = None) -> None:
         if on_bad_image not in ON_BAD_IMAGE:
             raise ValueError(f"OCPDataset: on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
+        self.targets = Targets.of(targets)
         self.dataset, self.cfg, self.seed = dataset, cfg or OCPConfig.ocp(), seed
         self.output_size, self.lsj, self.geometry, self.epoch = output_size, lsj, geometry, 0
         self.on_bad_image = on_bad_image
@@ -376,12 +382,14 @@ class OCPDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
             s = reference_sample(self.dataset, index, epoch=self.epoch, seed=self.seed, cfg=self.cfg,
-                                 output_size=self.output_size, lsj=self.lsj, geometry=self.geometry)
+                                 output_size=self.output_size, lsj=self.lsj, geometry=self.geometry,
+                                 targets=self.targets)
         except DataError as e:
             if self.on_bad_image == "raise":
                 raise
             log.warning("skipped image %d in epoch %d: %s", index, self.epoch, e)
             return dict(index=index, epoch=self.epoch, skipped=str(e))
-        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in s.arrays().items() if v is not None}
+        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in s.arrays().items()
+               if v is not None and (k not in OPTIONAL or k in s.targets.names)}
         out.update(index=index, epoch=self.epoch, image_id=s.image_id, info=dict(s.info))
         return out

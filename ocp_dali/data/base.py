@@ -9,6 +9,7 @@ import numpy as np
 from ocp_dali.data.rle import decode_packed
 from ocp_dali.plan import ImageMeta
 from ocp_dali.sample import Sample
+from ocp_dali.targets import Targets
 
 
 class InstanceDataset(Protocol):
@@ -53,15 +54,18 @@ def draw_batch_basket(rng: np.random.Generator, batch: Sequence[int], pos: int, 
     return [int(batch[others[int(p)]]) for p in pick]
 
 
-def sample_from_record(image: Any, ann: dict[str, Any], masks: Any, crowd: Any) -> Sample:
+def sample_from_record(image: Any, ann: dict[str, Any], masks: Any, crowd: Any,
+                       targets: Targets | None = None) -> Sample:
     """The one constructor of a loaded ``Sample`` from an ``annotation(i)`` record (see ``sample_from_annotation``)
     and its decoded pixels and masks: ``image`` (H, W, 3) uint8, ``masks`` (N, H, W) bool, ``crowd`` (C, H, W)
-    bool, NumPy or CuPy alike (the sample stays in the image's array module)."""
+    bool, NumPy or CuPy alike (the sample stays in the image's array module); ``targets``: those it carries
+    (default all, see ``Sample``)."""
     h, w = int(ann["height"]), int(ann["width"])
     if tuple(image.shape[:2]) != (h, w):
         raise ValueError(f"{ann['file_name']}: image is {image.shape[1]}x{image.shape[0]}, annotations say {w}x{h}")
     return Sample.from_instances(image, masks, ann["labels"], keypoints=ann["keypoints"], ann_ids=ann["ann_ids"],
-                                 crowd_masks=crowd, image_id=ann["image_id"], file_name=ann["file_name"])
+                                 crowd_masks=crowd, image_id=ann["image_id"], file_name=ann["file_name"],
+                                 targets=targets)
 
 
 def sample_from_annotation(image: np.ndarray, ann: dict[str, Any], only: list[int] | None = None) -> Sample:

@@ -3,7 +3,7 @@ and a mask structure that stays on the loader's device."""
 from __future__ import annotations
 
 import os.path as osp
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ from ocp_dali.config import OCPConfig
 from ocp_dali.data.coco import CocoInstances
 from ocp_dali.lsj import Geometry
 from ocp_dali.mmdet.transforms import OcclusionCopyPaste
+from ocp_dali.targets import Targets
 from ocp_dali.torch import OCPLoader
 
 DALI_LOADER = "DALIDetDataLoader"  # the ``type`` of a train_dataloader config that OCPRunner builds as one
@@ -157,17 +158,22 @@ class DALIDetDataLoader:
     """``OCPLoader`` batches as MMEngine expects them: ``dict(inputs=[(3, H, W) uint8 BGR], data_samples=[...])``.
 
     Each ``DetDataSample`` has ``gt_instances`` (``bboxes`` HorizontalBoxes, ``labels`` 0-based class indices,
-    ``masks`` TensorMasks on the pipeline's device; plus ``occlusion_rate`` and ``pasted``) and the metainfo
+    ``masks`` TensorMasks on the pipeline's device, ``pasted``; ``occlusion_rate`` when requested) and the metainfo
     mmdet's models read (img_id, img_path, ori_shape, img_shape, pad_shape, scale_factor, flip). ``set_epoch`` and
     ``len`` as a torch DataLoader with a sampler; ``dataset.metainfo`` (default: the dataset's ``classes``) as an
     mmdet dataset's, so checkpoints carry ``dataset_meta``. ``timeout``: as ``OCPLoader``'s (a dead or hung worker
     raises ``ocp_dali.workers.WorkerError``).
+
+    Targets (``targets``; a config's ``train_dataloader.targets``): default ``Targets.visible()``, what mmdet's
+    Mask R-CNN and Mask2Former train on (``gt_instances``: bboxes, labels, visible masks); amodal and occluder
+    masks, order and keypoints have no place in ``gt_instances`` and are never made. A config whose model reads
+    the occlusion rate asks ``targets=["occlusion_rate"]`` and gets ``gt_instances.occlusion_rate``.
     """
 
     def __init__(self, dataset, cfg: OCPConfig, *, geometry: Geometry | dict, device: str = "cpu",
                  batch_size: int = 2, seed: int = 0, py_num_workers: int = 2, num_threads: int = 2,
                  shard_id: int | None = None, num_shards: int | None = None, timeout: float | None = 600.0,
-                 metainfo: dict | None = None) -> None:
+                 metainfo: dict | None = None, targets: Targets | Iterable[str] | str | None = "visible") -> None:
         classes = tuple(getattr(dataset, "classes", ("person",)))
         self.dataset = LoaderDataset(dataset, metainfo if metainfo is not None else dict(classes=classes))
         self.batch_size = batch_size
@@ -175,7 +181,8 @@ class DALIDetDataLoader:
         self.loader = OCPLoader(dataset, cfg, device=device, batch_size=batch_size, seed=seed,
                                 py_num_workers=py_num_workers, num_threads=num_threads, geometry=self.geometry,
                                 normalize=False,  # mmdet's data preprocessor normalises
-                                shard_id=shard_id, num_shards=num_shards, timeout=timeout)
+                                shard_id=shard_id, num_shards=num_shards, timeout=timeout,
+                                targets=Targets.of(targets))
         cat_ids = list(getattr(dataset, "cat_ids", [1]))
         self._label_of = {c: i for i, c in enumerate(cat_ids)}
 
@@ -207,6 +214,7 @@ class DALIDetDataLoader:
     def describe(self) -> str:
         """One line for the training log: device, workers, geometry, targets, batch size, shard, OC&P."""
         kw, src, g = self.loader.kw, self.dataset.source, self.geometry
+        rate = ", occlusion_rate" if "occlusion_rate" in self.loader.targets.names else ""
         size = f"{g.size[1]}x{g.size[0]}"
         geometry = {"lsj": f"large-scale jitter (scale {g.ratio_range[0]}..{g.ratio_range[1]}), crop to {size}",
                     "fit": f"resize to fit {size}, pad to {size}",
@@ -219,7 +227,7 @@ class DALIDetDataLoader:
                 f"{kw['num_threads']} threads; batch size {kw['batch_size']} per rank, shard {kw['shard_id']} of "
                 f"{kw['num_shards']} ({len(self)} batches an epoch, {len(src)} images, classes "
                 f"{list(self.dataset.metainfo.get('classes', ()))}); geometry: {geometry}; targets: bboxes, labels, "
-                f"masks (TensorMasks on {kw['device']}), occlusion_rate, pasted; uint8 BGR images (the model's "
+                f"masks (TensorMasks on {kw['device']}), pasted{rate}; uint8 BGR images (the model's "
                 f"data preprocessor normalises); OC&P seed {kw['seed']}: {self.loader.cfg}")
 
     # what MMEngine's loops and hooks look for on a DataLoader
@@ -250,8 +258,9 @@ class DALIDetDataLoader:
             labels = torch.as_tensor([self._label_of[int(c)] for c in batch["labels"][k].tolist()],
                                      dtype=torch.long, device=img.device)
             gt = InstanceData(bboxes=HorizontalBoxes(batch["boxes"][k].to(img.device)), labels=labels,
-                              masks=TensorMasks(batch["masks"][k], h, w),
-                              occlusion_rate=batch["occlusion_rate"][k], pasted=batch["pasted"][k])
+                              masks=TensorMasks(batch["masks"][k], h, w), pasted=batch["pasted"][k])
+            if "occlusion_rate" in batch:  # requested (``targets``)
+                gt.occlusion_rate = batch["occlusion_rate"][k]
             meta = dict(img_id=int(batch["image_ids"][k]), img_path=str(index), ori_shape=(h, w), img_shape=(h, w),
                         pad_shape=(h, w), scale_factor=(1.0, 1.0), flip=False, flip_direction=None)
             ds = DetDataSample(metainfo=meta)
