@@ -236,12 +236,14 @@ def print_table(result: dict[str, Any]) -> None:
 
 def versions() -> dict[str, str]:
     """Versions of the stack and the project's commit (``unavailable`` for what does not import)."""
+    from importlib import metadata
+
     out = {"python": platform.python_version()}
-    for mod in ("numpy", "pycocotools", "mmcv", "mmengine", "mmdet"):
+    for dist in ("numpy", "pycocotools", "mmcv", "mmengine", "mmdet"):
         try:
-            out[mod] = str(getattr(__import__(mod), "__version__", "?"))
-        except Exception as e:  # noqa: BLE001
-            out[mod] = f"unavailable ({type(e).__name__})"
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
     try:
         out["ocp_dali commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                                                 capture_output=True, check=True).stdout.strip()
@@ -302,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "fidelity.json"
     doc = dict(command=" ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-               machine=machine(), versions=versions(), data=dict(ann=str(args.ann), images=str(args.images)),
+               machine=machine(), versions=versions(),
+               data=dict(ann=os.path.relpath(args.ann, ROOT), images=os.path.relpath(args.images, ROOT)),
                seed=args.seed, results=[result_json(r) for r in results])
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"\nwrote {out}")

@@ -154,3 +154,26 @@ def test_reference_path_matches_the_seed_small(tmp_path):
     for r in results:
         assert set(CHECKED_ROWS) <= set(r["comparison"]), r["preset"]
         assert not far_rows(r), (r["preset"], far_rows(r))
+
+
+def needs_mmdet():
+    pytest.importorskip("mmdet", reason="mmdet is not installed: the mmdet paths run a config's mmdet pipeline")
+    pytest.importorskip("mmcv.transforms", reason="mmcv is not installed: the mmdet paths run a config's pipeline")
+
+
+def test_mask2former_path_small(tmp_path):
+    needs_mmdet()
+    (r,) = run_small(tmp_path, "C-mmdet", 78, presets=("ocp",))
+    assert set(r["comparison"]) == {"no candidate", "pastes", "occ > 0.15"}  # what section C gives
+    assert not far_rows(r), far_rows(r)
+
+
+# Measured on the current Mask R-CNN config (its Resize runs in the inner pipeline, so the sources are resized too;
+# the seed resizes only the destination), 78 samples, seed 0: pastes 0.81 +- 0.07 (seed 0.533, +3.6 SE), area mean
+# 0.094 +- 0.013 (0.044, +3.8), dropped 0.26 +- 0.07 (0.103, +2.0), occ > 0.15 0.24 +- 0.03 (0.112, +3.9).
+@pytest.mark.xfail(strict=False, reason="seed Mask R-CNN placement lands separately")
+def test_mask_rcnn_path_small(tmp_path):
+    needs_mmdet()
+    (r,) = run_small(tmp_path, "B-mmdet", 78, presets=("ocp",))
+    assert set(CHECKED_ROWS) <= set(r["comparison"])
+    assert not far_rows(r), far_rows(r)
