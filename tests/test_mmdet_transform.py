@@ -89,6 +89,43 @@ def test_ocp_mode_keeps_ignore_objects_as_ignore_regions(mmdet_scene):
     assert out["gt_pasted"].sum() >= 1 and not np.array_equal(out["img"], dst["img"])
 
 
+def test_prob_skip_returns_the_sample_unchanged_with_the_occlusion_keys(mmdet_scene):
+    dst, src = mmdet_scene
+    loose = dst["gt_bboxes"].tensor.numpy() + np.array([-1.5, -2.0, 3.25, 1.0], np.float32)  # not the mask boxes
+    dst["gt_bboxes"] = HorizontalBoxes(loose)
+    res = copy.deepcopy(dst)
+    res["mix_results"] = [copy.deepcopy(src)]
+    t = OcclusionCopyPaste(preset="ocp", prob=0.0)  # the coin always skips
+    t.set_sample(0, 0)
+    out = t(res)
+    # the seed returns the sample unchanged, annotation boxes included
+    assert np.array_equal(out["gt_bboxes"].tensor.numpy(), loose)
+    assert np.array_equal(out["img"], dst["img"])
+    assert np.array_equal(out["gt_masks"].masks, dst["gt_masks"].masks)
+    assert out["gt_bboxes_labels"].tolist() == dst["gt_bboxes_labels"].tolist()
+    assert out["gt_ignore_flags"].tolist() == dst["gt_ignore_flags"].tolist()
+    # the occlusion keys say nothing happened, one row per input row (the ignore row included)
+    assert isinstance(out["gt_amodal_masks"], BitmapMasks)
+    assert np.array_equal(out["gt_amodal_masks"].masks, dst["gt_masks"].masks)
+    assert out["gt_occluder_masks"].masks.shape == dst["gt_masks"].masks.shape
+    assert not out["gt_occluder_masks"].masks.any()
+    assert out["gt_occlusion_rate"].dtype == np.float32 and out["gt_occlusion_rate"].tolist() == [0.0, 0.0]
+    assert out["gt_occlusion_order"].shape == (2, 2) and not out["gt_occlusion_order"].any()
+    assert out["gt_pasted"].tolist() == [False, False]
+    assert "mix_results" not in out
+    info = out["ocp_info"]
+    assert info["ran"] is False and info["num_candidates"] == 0 and info["pasted"] == info["dropped_existing"] == 0
+    # a sample the transform ran on carries the same keys
+    res = copy.deepcopy(dst)
+    res["mix_results"] = [copy.deepcopy(src)]
+    t = OcclusionCopyPaste(preset="ocp", prob=1.0, min_size_paste=0.0)
+    t.set_sample(0, 0)
+    ran = t(res)
+    assert set(ran) == set(out)
+    assert ran["ocp_info"]["ran"] is True and ran["ocp_info"]["num_candidates"] == 2  # the source's 2 objects
+    assert ran["ocp_info"]["pasted"] == int(ran["gt_pasted"].sum()) + ran["ocp_info"]["dropped_pasted"]
+
+
 def coco_pipeline_dataset(preset, **kw):
     from mmdet.utils import register_all_modules
 

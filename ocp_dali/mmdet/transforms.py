@@ -144,11 +144,15 @@ class OcclusionCopyPaste(BaseTransform):
     gt_masks (BitmapMasks or PolygonMasks), gt_ignore_flags (bool), mix_results (list of dicts with those keys).
 
     Modified Keys: img, gt_bboxes (tight boxes of the visible masks), gt_bboxes_labels, gt_masks (visible),
-    gt_ignore_flags.
+    gt_ignore_flags. When the ``prob`` coin skips the sample none of them changes (the seed returns the sample
+    unchanged, annotation boxes included); the added keys are still there: amodal masks = the masks, empty
+    occluders, rate 0, no order, nothing pasted.
 
     Added Keys: gt_amodal_masks (BitmapMasks), gt_occluder_masks (BitmapMasks), gt_occlusion_rate (np.float32),
     gt_occlusion_order (np.bool_ (N, N)), gt_pasted (np.bool_); rows of ignore regions have rate 0, no order and
-    empty occluders.
+    empty occluders. ocp_info (dict): ``ran`` (bool, the ``prob`` coin let the transform run), ``num_candidates``
+    (int, basket instances that passed ``min_size_paste``; 0 when it did not run) and ``Sample.info``'s counts
+    (``ocp_dali.sample.COUNTS``: pasted, skipped, dropped_existing, dropped_pasted, ...; all 0 when it did not run).
     """
 
     def __init__(self, seed: int = 0, preset: str | None = None, **ocp: Any) -> None:
@@ -199,10 +203,34 @@ class OcclusionCopyPaste(BaseTransform):
             srcs.append(src)
             flag_of.update({int(a): bool(f) for a, f in zip(src.ann_ids, fl)})
         plan = sample_plan(rng, ImageMeta.of_sample(dst), [ImageMeta.of_sample(s) for s in srcs], self.cfg)
+        info = dict(ran=not plan.skipped_by_prob, num_candidates=int(plan.num_candidates))
+        if plan.skipped_by_prob:  # the seed returns the sample as it came, annotation boxes included
+            results = self._write_unchanged(results)
+            results["ocp_info"] = {**info, **dst.info}
+            return results
         out = apply_numpy(plan, dst, srcs)
         flags = np.asarray([flag_of[int(a)] for a in out.ann_ids], dtype=bool)
         crowd = _surviving_crowd_labels(dst.crowd_masks, crowd_labels, out.crowd_masks)
-        return self._write(results, out, flags, crowd)
+        results = self._write(results, out, flags, crowd)
+        results["ocp_info"] = {**info, **out.info}
+        return results
+
+    @staticmethod
+    def _write_unchanged(results: dict) -> dict:
+        """A sample the ``prob`` coin skipped: img, boxes, masks, labels and flags stay as they are (mmdet's own
+        objects); the occlusion keys say "nothing happened" so downstream code sees the same keys on every sample:
+        amodal masks = the (N, H, W) masks (as 0/1 uint8 ``BitmapMasks``), empty occluders, rate 0, no order,
+        nothing pasted. Rows are the input's, ignore rows included, in its order."""
+        h, w = results["img"].shape[:2]
+        masks = _masks_of(results, h, w).astype(np.uint8)  # a copy: amodal must not follow later edits of gt_masks
+        n = len(masks)
+        results["gt_amodal_masks"] = bitmap_masks(masks, h, w)
+        results["gt_occluder_masks"] = bitmap_masks(np.zeros((n, h, w), np.uint8), h, w)
+        results["gt_occlusion_rate"] = np.zeros(n, np.float32)
+        results["gt_occlusion_order"] = np.zeros((n, n), dtype=bool)
+        results["gt_pasted"] = np.zeros(n, dtype=bool)
+        results.pop("mix_results", None)
+        return results
 
     @staticmethod
     def _write(results: dict, out: Sample, flags: np.ndarray, crowd_labels: np.ndarray) -> dict:
