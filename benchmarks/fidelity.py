@@ -195,6 +195,57 @@ def c_mmdet(spec: RunSpec) -> Iterator[SampleRecord]:
     return mmdet_path(CONFIGS["C-mmdet"], spec)
 
 
+def config_geometry(config: Path):
+    """The geometry ``--dali`` trains a config with (``ocp_dali.mmdet.loader.pipeline_geometry``)."""
+    from mmengine.config import Config
+
+    from ocp_dali.mmdet.loader import pipeline_geometry
+
+    cfg = Config.fromfile(str(config), import_custom_modules=False)
+    return pipeline_geometry(cfg.train_dataloader.dataset)
+
+
+def dali_path(config: Path, spec: RunSpec) -> Iterator[SampleRecord]:
+    """Records of the DALI graph on CPU operators (``OCPLoader(device="cpu")``) in the geometry ``--dali`` takes
+    from a config, whole epochs in index order; the plan's facts and the dropped count come with each sample's
+    ``info``. Without the destination's masks as loaded, dropped ground truth is missed by the overlap rows."""
+    from ocp_dali.config import OCPConfig
+    from ocp_dali.data.coco import CocoInstances
+    from ocp_dali.torch import OCPLoader
+
+    ds = CocoInstances(spec.ann, spec.images, classes=["person"], filter_empty_gt=True)
+    cfg = OCPConfig.from_preset(spec.preset)
+    done = 0
+    with OCPLoader(ds, cfg, device="cpu", batch_size=4, seed=spec.seed, geometry=config_geometry(config),
+                   shuffle=False, py_num_workers=1, num_threads=1, normalize=False,
+                   targets=["amodal_masks", "occlusion_rate"]) as loader:
+        for epoch in range((spec.samples + len(ds) - 1) // len(ds)):
+            loader.set_epoch(epoch)
+            for batch in loader:
+                for k, info in enumerate(batch["info"]):
+                    if done == spec.samples:
+                        break
+                    done += 1
+                    yield record_of(batch["masks"][k].numpy(), batch["amodal_masks"][k].numpy(),
+                                    batch["pasted"][k].numpy(), batch["occlusion_rate"][k].numpy(),
+                                    ran=bool(info["ran"]), num_candidates=info["candidates"],
+                                    dropped=info["dropped_existing"])
+
+
+@register("B-dali", "B")
+def b_dali(spec: RunSpec) -> Iterator[SampleRecord]:
+    """Section B: the DALI CPU graph with the Mask R-CNN config's geometry (the destination's multi-scale resize,
+    sources raw)."""
+    return dali_path(CONFIGS["B-mmdet"], spec)
+
+
+@register("C-dali", "C")
+def c_dali(spec: RunSpec) -> Iterator[SampleRecord]:
+    """Section C: the DALI CPU graph with the Mask2Former config's geometry (LSJ 1024 of the destination and of
+    each source, folded into the paste)."""
+    return dali_path(CONFIGS["C-mmdet"], spec)
+
+
 def run_path(name: str, spec: RunSpec) -> dict[str, Any]:
     """Run one path and preset: its table, the comparison with the seed's section (when the doc has it), timing."""
     entry = PATHS[name]
