@@ -33,9 +33,9 @@ extern "C" __global__ void ocp_composite(const OcpSample* __restrict__ samples, 
           const long long p0 = win_pix[k * 3 + 0], p1 = win_pix[k * 3 + 1], p2 = win_pix[k * 3 + 2];
           if (S.blend) {
             const long long a = alpha[k];
-            cur0 = (p0 * a + cur0 * (4096 - a) + 2048) >> 12;  // non-negative
-            cur1 = (p1 * a + cur1 * (4096 - a) + 2048) >> 12;
-            cur2 = (p2 * a + cur2 * (4096 - a) + 2048) >> 12;
+            cur0 = ocp_alpha_mix(p0, cur0, a);  // photometric.cuh, shared with the compiled CPU loop
+            cur1 = ocp_alpha_mix(p1, cur1, a);
+            cur2 = ocp_alpha_mix(p2, cur2, a);
           } else {
             cur0 = p0;
             cur1 = p1;

@@ -1,5 +1,6 @@
-// Compiled CPU loops of the paste warp (reference.warp_crop) and the LSJ resample (lsj.sample_affine), built with
-// g++ -O3 at first use and loaded with ctypes by kernels/geometry_cpu.py.
+// Compiled CPU loops of the paste warp (reference.warp_crop), the LSJ resample (lsj.sample_affine), the image
+// jitter (photometric.jitter_image) and the composite (reference.composite), built with g++ -O3 at first use and
+// loaded with ctypes by kernels/geometry_cpu.py.
 //
 // Bit-exact with the NumPy reference by construction: every output value comes from the per-pixel functions of
 // geometry.cuh (the CUDA kernels' own), evaluated in the same integer arithmetic. What these loops add is only
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "geometry.cuh"
+#include "photometric.cuh"
 
 namespace {
 
@@ -208,5 +210,130 @@ extern "C" void cpu_geo_lsj_masks(const unsigned char* masks, long long plane_by
       }
     }
     if (ob[2] > 0) std::memcpy(boxes + 4 * k, ob, sizeof(ob));
+  }
+}
+
+namespace {
+
+// f of every numerator v of a blend of uint8 operands with factor n (ocp_blend_numerator: v in [lo, hi]), tabulated:
+// a blend's value depends on its numerator only, so a crop's blends become one table look-up per value.
+// Loops read it through a local View (raw pointer and offset): -fno-strict-aliasing would otherwise reload the
+// vector's pointer after every byte written.
+class NumeratorTable {
+ public:
+  struct View {
+    const unsigned char* values;
+    long long lo;
+    unsigned char operator()(long long v) const { return values[v - lo]; }
+  };
+
+  template <class F>
+  NumeratorTable(long long n, F f) : lo_(255 * (ocp_min(0, 10 - n) + ocp_min(0, n))) {
+    const long long hi = 255 * (ocp_max(0, 10 - n) + ocp_max(0, n));
+    values_.resize(hi - lo_ + 1);
+    for (long long v = lo_; v <= hi; ++v) values_[v - lo_] = (unsigned char)f(v);
+  }
+  View view() const { return View{values_.data(), lo_}; }
+
+ private:
+  long long lo_;
+  std::vector<unsigned char> values_;
+};
+
+// Colour then brightness of the h x w crop img into the contiguous a (ocp_jitter_colour_brightness_pixel, its
+// per-value step tabulated); returns the sum of the result's grey.
+long long colour_brightness(const unsigned char* img, long long img_row, long long h, long long w, long long n_colour,
+                            long long n_bright, unsigned char* a) {
+  const NumeratorTable table(n_colour, [n_bright](long long v) { return ocp_jitter_colour_brightness_of(v, n_bright); });
+  const NumeratorTable::View step = table.view();
+  long long grey_sum = 0;
+  for (long long y = 0; y < h; ++y) {
+    const unsigned char* p = img + y * img_row;
+    unsigned char* o = a + y * w * 3;
+    for (long long x = 0; x < w * 3; x += 3) {
+      const long long grey = ocp_grey(p[x], p[x + 1], p[x + 2]);
+      const unsigned char c0 = step(ocp_blend_numerator(grey, p[x], n_colour));
+      const unsigned char c1 = step(ocp_blend_numerator(grey, p[x + 1], n_colour));
+      const unsigned char c2 = step(ocp_blend_numerator(grey, p[x + 2], n_colour));
+      o[x] = c0;
+      o[x + 1] = c1;
+      o[x + 2] = c2;
+      grey_sum += ocp_grey(c0, c1, c2);
+    }
+  }
+  return grey_sum;
+}
+
+// Sharpness step of photometric.jitter_image on a contiguous h x w x 3 crop a, into out: each value blended with the
+// SMOOTH filter at its pixel (ocp_jitter_sharp_value, its blend tabulated), the border through reflected neighbours
+// (ocp_reflect101). The filter sum is evaluated separably: per row, the vertical sums of three rows, then three of
+// them.
+void sharpen(const unsigned char* a, long long h, long long w, long long n_sharp, unsigned char* out) {
+  const NumeratorTable table(n_sharp, ocp_tenths_floor);
+  const NumeratorTable::View blend = table.view();
+  auto value = [blend, n_sharp](long long s, long long v) {
+    return blend(ocp_blend_numerator(ocp_smooth13(s), v, n_sharp));
+  };
+  const long long rw = w * 3;
+  std::vector<int> sums(rw);  // vertical 3-sums of the current row's neighbourhood, per (column, channel)
+  int* col = sums.data();
+  for (long long y = 0; y < h; ++y) {
+    const unsigned char* r0 = a + ocp_reflect101(y - 1, h) * rw;
+    const unsigned char* r1 = a + y * rw;
+    const unsigned char* r2 = a + ocp_reflect101(y + 1, h) * rw;
+    unsigned char* o = out + y * rw;
+    for (long long j = 0; j < rw; ++j) col[j] = r0[j] + r1[j] + r2[j];
+    for (long long j = 3; j < rw - 3; ++j) {  // inner columns: neighbours 3 bytes either side
+      o[j] = value(col[j - 3] + col[j] + col[j + 3] + 4 * r1[j], r1[j]);
+    }
+    for (long long x : {0LL, w - 1}) {  // the border columns (one column when w == 1)
+      const long long l = ocp_reflect101(x - 1, w) * 3, r = ocp_reflect101(x + 1, w) * 3;
+      for (long long c = 0; c < 3; ++c) {
+        o[x * 3 + c] = value(col[l + c] + col[x * 3 + c] + col[r + c] + 4 * r1[x * 3 + c], r1[x * 3 + c]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// Image jitter of photometric.jitter_image_numpy (the seed's order: colour, brightness, contrast, sharpness) of an
+// h x w crop (h, w >= 1; img_row bytes per row, 3 contiguous bytes per pixel) with factors[0..3] in tenths, into
+// out (h, w, 3) contiguous. Every value is photometric.cuh's (the CUDA kernels' own per-pixel steps). Returns the
+// contrast step's degenerate: the mean grey of the colour + brightness result, rounded half to even.
+extern "C" long long cpu_jitter(const unsigned char* img, long long img_row, long long h, long long w,
+                                const long long* factors, unsigned char* out) {
+  const long long n = h * w;
+  std::vector<unsigned char> a(n * 3);
+  const long long mean = ocp_round_half_even_div(colour_brightness(img, img_row, h, w, factors[0], factors[1],
+                                                                   a.data()), n);
+  unsigned char contrast[256];  // the contrast blend of each value: one evaluation per value, not per pixel
+  for (int v = 0; v < 256; ++v) contrast[v] = (unsigned char)ocp_blend_floor(mean, v, factors[2]);
+  for (long long j = 0; j < n * 3; ++j) a[j] = contrast[a[j]];
+  sharpen(a.data(), h, w, factors[3], out);
+  return mean;
+}
+
+// Composite of reference.composite, in place: inside the wh x ww window at (wx0, wy0) of the image (img_row bytes
+// per row), where mask (mask_row bytes per row) is set, the pasted pixel (pix, pix_row bytes per row) replaces the
+// image's (alpha null) or is mixed with it (ocp_alpha_mix; alpha int32, alpha_row elements per row).
+extern "C" void cpu_composite(unsigned char* img, long long img_row, long long wx0, long long wy0, long long ww,
+                              long long wh, const unsigned char* mask, long long mask_row, const unsigned char* pix,
+                              long long pix_row, const int* alpha, long long alpha_row) {
+  for (long long y = 0; y < wh; ++y) {
+    unsigned char* o = img + (wy0 + y) * img_row + wx0 * 3;
+    const unsigned char* m = mask + y * mask_row;
+    const unsigned char* p = pix + y * pix_row;
+    if (alpha == nullptr) {
+      for (long long x = 0; x < ww; ++x) {
+        if (m[x]) std::memcpy(o + x * 3, p + x * 3, 3);
+      }
+      continue;
+    }
+    const int* a = alpha + y * alpha_row;
+    for (long long x = 0; x < ww; ++x) {
+      if (!m[x]) continue;
+      for (long long c = x * 3; c < x * 3 + 3; ++c) o[c] = (unsigned char)ocp_alpha_mix(p[c], o[c], a[x]);
+    }
   }
 }

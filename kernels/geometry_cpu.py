@@ -1,11 +1,15 @@
-"""Compiled CPU loops of the paste warp and the LSJ resample: ``kernels/geometry_cpu.cpp``, loaded with ctypes.
+"""Compiled CPU loops of the paste warp, the LSJ resample, the image jitter and the composite:
+``kernels/geometry_cpu.cpp``, loaded with ctypes.
 
 Why: the NumPy reference evaluates the fixed-point geometry on every pixel of full-size arrays (a 1024^2 canvas,
-every mask of every instance at full size), which dominates the CPU stage. These loops evaluate the same
-per-pixel functions as the CUDA kernels (``kernels/geometry.cuh``), so their outputs are the reference's bit for
-bit by construction, but only where an output can be non-zero (see the .cpp). ``tests/test_geometry_cpu.py``
-checks them against the NumPy code, which stays the oracle (``reference.warp_crop_numpy``,
-``lsj.sample_affine_arrays``).
+every mask of every instance at full size), which dominates the CPU stage, and the image jitter in int64 arrays
+(its sharpness filter alone nine shifted copies of the crop); its composite is a masked copy through a broadcast
+mask. These loops evaluate the same per-pixel functions as
+the CUDA kernels (``kernels/geometry.cuh``, ``kernels/photometric.cuh``), so their outputs are the reference's bit
+for bit by construction, the geometry only where an output can be non-zero (see the .cpp).
+``tests/test_geometry_cpu.py`` checks them against the NumPy code, which stays the oracle
+(``reference.warp_crop_numpy``, ``lsj.sample_affine_arrays``, ``photometric.jitter_image_numpy``,
+``reference.composite_numpy``).
 
 Nothing is built at install time: the first use compiles the library with the host C++ compiler (``$CXX`` or
 g++, ``-O3``, a few seconds) into ``$OCP_CPU_CACHE`` (default ``~/.cache/ocp_dali/cpu``), keyed by a hash of the
@@ -26,7 +30,7 @@ from ocp_dali.kernels import hostbuild
 
 KERNEL_DIR = Path(__file__).resolve().parent
 SOURCE = KERNEL_DIR / "geometry_cpu.cpp"
-HEADERS = ("geometry.cuh",)
+HEADERS = ("geometry.cuh", "photometric.cuh")
 SWITCH = "OCP_CPU_LOOPS"
 FLAGS = ["-std=c++17", "-O3", "-fno-strict-aliasing", "-Wall"]
 
@@ -38,6 +42,8 @@ SIGNATURES = {
     "cpu_geo_lsj_image": ([_P, _I, _I, _I, _P, _I, _I, _P, _I], None),
     "cpu_geo_lsj_hits": ([_P, _I, _I, _I, _I, _I, _P, _I, _I, _P], None),
     "cpu_geo_lsj_masks": ([_P, _I, _I, _I, _I, _P, _I, _P, _I, _I, _P, _I, _I, _P], None),
+    "cpu_jitter": ([_P, _I, _I, _I, _P, _P], _I),
+    "cpu_composite": ([_P, _I, _I, _I, _I, _I, _P, _I, _P, _I, _P, _I], None),
 }
 
 
@@ -137,3 +143,36 @@ def lsj_masks(stack: np.ndarray, rows: np.ndarray, inv_q16: tuple[int, ...], out
         loops().cpu_geo_lsj_masks(_ptr(m), m.strides[0], m.strides[1], h, w, _ptr(rows), k, _ptr(_inv(inv_q16)),
                                   valid_w, valid_h, _ptr(out), out.strides[0], out.strides[1], _ptr(boxes))
     return out, boxes
+
+
+def jitter(img: np.ndarray, factors: tuple[int, int, int, int]) -> tuple[np.ndarray, int]:
+    """``photometric.jitter_image_numpy`` of an (h, w, 3) uint8 crop with ``factors`` (colour, brightness,
+    contrast, sharpness) in tenths: ``(jittered crop (h, w, 3) uint8, the contrast step's mean grey)``."""
+    src, row = image_rows(img)
+    h, w = src.shape[:2]
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    if h == 0 or w == 0:
+        return out, 0
+    mean = loops().cpu_jitter(_ptr(src), row, h, w, _ptr(np.array(factors, dtype=np.int64)), _ptr(out))
+    return out, int(mean)
+
+
+def composite(image: np.ndarray, window: tuple[int, int, int, int], mask: np.ndarray, pix: np.ndarray,
+              alpha: np.ndarray | None) -> bool:
+    """``reference.composite_numpy``, in place on ``image`` (same arguments). False, with nothing written, when
+    ``image`` is not a writable (H, W, 3) uint8 array with 3 contiguous bytes per pixel: the caller uses NumPy."""
+    if (image.dtype != np.uint8 or image.ndim != 3 or image.strides[1:] != (3, 1)
+            or not image.flags.writeable):
+        return False
+    wx0, wy0, wx1, wy1 = window
+    ww, wh = wx1 - wx0, wy1 - wy0
+    if not (0 <= wx0 <= wx1 <= image.shape[1] and 0 <= wy0 <= wy1 <= image.shape[0]):
+        raise ValueError(f"window {window} outside the {image.shape[1]}x{image.shape[0]} image")
+    if mask.shape != (wh, ww) or pix.shape != (wh, ww, 3) or (alpha is not None and alpha.shape != (wh, ww)):
+        raise ValueError(f"window {ww}x{wh}: mask {mask.shape}, pixels {pix.shape} do not fit")
+    m = mask_rows(mask)
+    p, pix_row = image_rows(pix)
+    a = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.int32)
+    loops().cpu_composite(_ptr(image), image.strides[0], wx0, wy0, ww, wh, _ptr(m), m.strides[0], _ptr(p), pix_row,
+                          None if a is None else _ptr(a), 0 if a is None else a.strides[0] // 4)
+    return True

@@ -6,6 +6,7 @@
 //      neighbours (OpenCV's BORDER_REFLECT_101, as cv2.filter2D in the seed).
 // Grid: y strides over the batch's pastes (non-jittered ones return at once), x strides over the crop's pixels.
 // Buffers: buf_a / buf_b hold every jittered crop, (crop_h, crop_w, 3) uint8 at OcpPaste.jit_off.
+// The per-pixel arithmetic is photometric.cuh's, shared with the compiled CPU loop (geometry_cpu.cpp, cpu_jitter).
 #include "ocp_common.cuh"
 
 extern "C" __global__ void ocp_jitter_colour_brightness(const OcpPaste* __restrict__ pastes, long long num_pastes,
@@ -20,18 +21,9 @@ extern "C" __global__ void ocp_jitter_colour_brightness(const OcpPaste* __restri
     long long acc = 0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
       const long long y = i / P.crop_w, x = i % P.crop_w;
-      const unsigned char* px = src + (y * P.src_pitch + x) * 3;
-      const long long r = px[0], g = px[1], b = px[2];
-      const long long grey = ocp_grey(r, g, b);
-      // colour: degenerate = grey, rounded; brightness: degenerate = 0, truncated
-      const long long c0 = ocp_blend_floor(0, ocp_blend_round_even(grey, r, P.j_colour), P.j_bright);
-      const long long c1 = ocp_blend_floor(0, ocp_blend_round_even(grey, g, P.j_colour), P.j_bright);
-      const long long c2 = ocp_blend_floor(0, ocp_blend_round_even(grey, b, P.j_colour), P.j_bright);
-      unsigned char* out = buf_a + P.jit_off + i * 3;
-      out[0] = (unsigned char)c0;
-      out[1] = (unsigned char)c1;
-      out[2] = (unsigned char)c2;
-      acc += ocp_grey(c0, c1, c2);
+      // colour: degenerate = grey, rounded; brightness: degenerate = 0, truncated (photometric.cuh)
+      acc += ocp_jitter_colour_brightness_pixel(src + (y * P.src_pitch + x) * 3, buf_a + P.jit_off + i * 3,
+                                                P.j_colour, P.j_bright);
     }
     const long long total = ocp_block_sum(acc, sbuf);
     if (threadIdx.x == 0 && total != 0) atomicAdd(grey_sum + q, (unsigned long long)total);
@@ -73,8 +65,7 @@ extern "C" __global__ void ocp_jitter_sharpness(const OcpPaste* __restrict__ pas
         long long s = 4 * v;  // centre weight 5 = 1 (in the 3x3 sum) + 4
         for (int dy = 0; dy < 3; ++dy)
           for (int dx = 0; dx < 3; ++dx) s += a[(rows[dy] * w + cols[dx]) * 3 + c];
-        const long long smooth = (s + 6) / 13;  // rounded (s / 13 is never half an integer); non-negative
-        buf_b[P.jit_off + i * 3 + c] = (unsigned char)ocp_blend_floor(smooth, v, P.j_sharp);
+        buf_b[P.jit_off + i * 3 + c] = ocp_jitter_sharp_value(s, v, P.j_sharp);
       }
     }
   }

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "geometry.cuh"
+#include "photometric.cuh"
 
 #define OCP_BLOCK 256
 #define OCP_INT_BIG 0x7fffffff
@@ -86,38 +87,8 @@ struct OcpSlot {
 
 __device__ __forceinline__ double ocp_bits_to_double(long long bits) { return __longlong_as_double(bits); }
 
-// ---- image jitter arithmetic (ocp_dali/photometric.py: the seed's mmcv / cv2 steps, evaluated exactly) ----
-
-// photometric.grey: OpenCV's uint8 BGR2GRAY, (9798 R + 19235 G + 3735 B + 2**14) >> 15 (non-negative operands).
-__device__ __forceinline__ long long ocp_grey(long long r, long long g, long long b) {
-  return (r * 9798 + g * 19235 + b * 3735 + 16384) >> 15;
-}
-
-// photometric.blend_floor: clip(floor((deg * (10 - n) + img * n) / 10), 0, 255), the seed's float32 addWeighted
-// then astype(uint8) (brightness, contrast, sharpness).
-__device__ __forceinline__ long long ocp_blend_floor(long long deg, long long img, long long n) {
-  return ocp_clamp(ocp_floordiv(deg * (10 - n) + img * n, 10), 0, 255);
-}
-
-// photometric.blend_round_even: the same blend rounded half to even, the seed's uint8 addWeighted (colour).
-__device__ __forceinline__ long long ocp_blend_round_even(long long deg, long long img, long long n) {
-  const long long v = deg * (10 - n) + img * n;
-  const long long q = ocp_floordiv(v, 10), r = v - 10 * q;
-  return ocp_clamp(q + ((r > 5 || (r == 5 && (q & 1))) ? 1 : 0), 0, 255);
-}
-
-// photometric.round_half_even_div: round(total / count), ties to even (the seed's contrast mean); total >= 0.
-__device__ __forceinline__ long long ocp_round_half_even_div(long long total, long long count) {
-  count = ocp_max(count, 1);
-  const long long q = total / count, r = total - q * count;
-  return q + ((2 * r > count || (2 * r == count && (q & 1))) ? 1 : 0);
-}
-
-// photometric.reflect101: index i in [-1, n] into [0, n) as OpenCV's BORDER_REFLECT_101 (n == 1: 0).
-__device__ __forceinline__ long long ocp_reflect101(long long i, long long n) {
-  if (n == 1) return 0;
-  return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i);
-}
+// ---- image jitter arithmetic: ocp_grey, ocp_blend_floor, ocp_blend_round_even, ocp_round_half_even_div,
+// ocp_reflect101 and the per-pixel steps (photometric.cuh, shared with the compiled CPU loop) ----
 
 // ---- cover map: bit t of word t / 32 at a pixel is set iff paste t of the sample wrote that pixel ----
 

@@ -12,14 +12,18 @@ The seed jitters with mmcv's cv2-backed ``adjust_color``, ``adjust_brightness``,
 - grey: ``cv2.cvtColor(BGR2GRAY)`` on uint8, ``(9798 R + 19235 G + 3735 B + 2**14) >> 15``.
 
 Here each blend is evaluated exactly, ``(degenerate * (10 - n) + img * n) / 10``, floored or rounded as the seed
-does, so the CUDA kernels (``kernels/jitter.cu``, through the same helpers in ``kernels/ocp_common.cuh``) reproduce
-it bit for bit. Checked exhaustively against cv2 4.13 (every uint8 pair, every factor): grey, filter, brightness,
-contrast and sharpness are equal; the colour step differs only where the exact blend ends in .5 (factors 0.9 and
-1.1), which OpenCV decides by its float32 rounding error (4 and 105 of the 65536 (pixel, grey) pairs).
+does, so the CUDA kernels (``kernels/jitter.cu``) and the compiled CPU loop (``kernels/geometry_cpu.cpp``), both
+through the same per-pixel functions (``kernels/photometric.cuh``), reproduce it bit for bit; ``jitter_image``
+runs the compiled loop when it is available, ``jitter_image_numpy`` is the oracle and the fallback. Checked
+exhaustively against cv2 4.13 (every uint8 pair, every factor): grey, filter, brightness, contrast and sharpness are
+equal; the colour step differs only where the exact blend ends in .5 (factors 0.9 and 1.1), which OpenCV decides by
+its float32 rounding error (4 and 105 of the 65536 (pixel, grey) pairs).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from ocp_dali import hostloops
 
 GREY_WEIGHTS = (9798, 19235, 3735)  # R, G, B; OpenCV's 15-bit BGR2GRAY weights for uint8 images
 GREY_SHIFT = 15
@@ -81,13 +85,29 @@ def smooth3x3(img: np.ndarray) -> np.ndarray:
 def jitter_image(img: np.ndarray, factors: tuple[int, int, int, int]) -> np.ndarray:
     """Colour, brightness, contrast and sharpness jitter of an (H, W, 3) RGB uint8 crop; factors in tenths.
 
-    Returns a new (H, W, 3) uint8 array; ``img`` is not modified.
+    Returns a new (H, W, 3) uint8 array; ``img`` is not modified. Evaluated by the compiled CPU loop when it is
+    available (``hostloops.cpu_loops``: ``kernels/photometric.cuh``, the CUDA kernels' own per-pixel steps; the
+    same bits), else by ``jitter_image_numpy``.
     """
+    fast = hostloops.cpu_loops()
+    if fast is not None:
+        return fast.jitter(img, factors)[0]
+    return jitter_image_numpy(img, factors)
+
+
+def jitter_image_numpy(img: np.ndarray, factors: tuple[int, int, int, int]) -> np.ndarray:
+    """``jitter_image`` in NumPy: the oracle of the compiled loop and its fallback (same arguments and result)."""
     n_col, n_bri, n_con, n_sha = factors
     out = blend_round_even(grey(img)[..., None], img, n_col)
     out = blend_floor(np.zeros(1, dtype=np.int64), out, n_bri)
-    g = grey(out)
-    mean = round_half_even_div(int(g.sum()), g.size)
+    mean = contrast_mean(out)
     out = blend_floor(np.full(1, mean, dtype=np.int64), out, n_con)
     out = blend_floor(smooth3x3(out), out, n_sha)
     return out
+
+
+def contrast_mean(img: np.ndarray) -> int:
+    """The contrast step's degenerate: the mean grey of an (H, W, 3) crop, rounded half to even (the seed's
+    ``round(np.mean(grey))``)."""
+    g = grey(img)
+    return round_half_even_div(int(g.sum()), g.size)

@@ -3,9 +3,10 @@
 Pure and deterministic: ``apply_numpy(plan, destination, sources)`` reads its inputs and never writes them. It works
 on crops and paste windows, never on full-size copies of the sources. Integer arithmetic throughout the pixel path
 (fixed-point sampling, integer bilinear weights, integer Gaussian alpha) so that the CUDA kernels can match it
-exactly. The paste warp, the one per-pixel resample here, runs as compiled CPU loops when a C++ compiler is
-there (``cpu_loops``: ``kernels/geometry_cpu``, the CUDA kernels' own per-pixel functions, the same bits);
-``warp_crop_numpy`` stays its oracle and the fallback.
+exactly. The paste warp, the one per-pixel resample here, and the composite run as compiled CPU loops when a C++
+compiler is there (``cpu_loops``: ``kernels/geometry_cpu``, the CUDA kernels' own per-pixel functions, the same
+bits); ``warp_crop_numpy`` and ``composite_numpy`` stay their oracles and the fallback (the image jitter's loop:
+``photometric.jitter_image``).
 
 Stages, named as the kernels' (``kernels/apply.py``), so parity can be checked one stage at a time:
     per paste, in paste order: ``paste_window`` (where it lands), ``jitter_crop`` (image jitter of the crop),
@@ -24,6 +25,7 @@ from types import ModuleType
 
 import numpy as np
 
+from ocp_dali import hostloops
 from ocp_dali.geometry import Q_BITS, Q_HALF, PasteGeometry
 from ocp_dali.keypoints import check_keypoint_shape, map_paste_keypoints, paste_order
 from ocp_dali.masks import tight_box, tight_boxes
@@ -104,10 +106,9 @@ def bilinear_q16(img, u, v):
 
 def cpu_loops() -> ModuleType | None:
     """``ocp_dali.kernels.geometry_cpu`` when its compiled loops can be used (a C++ compiler is there and
-    ``OCP_CPU_LOOPS`` is not 0), else None: the NumPy code below is then the CPU path (and always the oracle)."""
-    from ocp_dali.kernels import geometry_cpu
-
-    return geometry_cpu if geometry_cpu.loops() is not None else None
+    ``OCP_CPU_LOOPS`` is not 0), else None: the NumPy code below is then the CPU path (and always the oracle).
+    The geometry's switch (warp, LSJ); ``hostloops.cpu_loops``, which it asks, also switches the image jitter."""
+    return hostloops.cpu_loops()
 
 
 def warp_crop(
@@ -267,7 +268,16 @@ def composite(image: np.ndarray, window: tuple[int, int, int, int], mask: np.nda
               alpha: np.ndarray | None) -> None:
     """Stage "composite", in place on the (H, W, 3) uint8 ``image``: inside ``window``, where ``mask`` (wh, ww)
     bool is set, ``pix`` (wh, ww, 3) uint8 replaces the image (``alpha`` None) or is mixed with it by ``alpha``
-    (wh, ww) int32 in Q12, rounded half up."""
+    (wh, ww) int32 in Q12, rounded half up. Evaluated by the compiled CPU loop when it is available
+    (``cpu_loops``; the same bits), else by ``composite_numpy``."""
+    fast = cpu_loops()
+    if fast is None or not fast.composite(image, window, mask, pix, alpha):
+        composite_numpy(image, window, mask, pix, alpha)
+
+
+def composite_numpy(image: np.ndarray, window: tuple[int, int, int, int], mask: np.ndarray, pix: np.ndarray,
+                    alpha: np.ndarray | None) -> None:
+    """``composite`` in NumPy: the oracle of the compiled loop and its fallback (same arguments, in place)."""
     wx0, wy0, wx1, wy1 = window
     region = image[wy0:wy1, wx0:wx1]
     if alpha is None:

@@ -1,6 +1,8 @@
 """The compiled CPU loops (``kernels/geometry_cpu``) equal the NumPy reference bit for bit: the paste warp
-(``warp_crop`` vs ``warp_crop_numpy``) and the LSJ (``resample_compiled`` vs ``resample_arrays``, ``sample_affine``
-vs ``sample_affine_arrays``), on random scenes and on real images; and the NumPy fallback when they cannot be used.
+(``warp_crop`` vs ``warp_crop_numpy``), the LSJ (``resample_compiled`` vs ``resample_arrays``, ``sample_affine``
+vs ``sample_affine_arrays``), the image jitter (``jitter`` vs ``photometric.jitter_image_numpy``: every factor
+combination of the seed's ranges) and the composite (``composite`` vs ``composite_numpy``), on random scenes and on
+real images; and the NumPy fallback when they cannot be used.
 """
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ from hypothesis import strategies as st
 
 from conftest import data_path
 from scenes import random_mask, random_sample
-from ocp_dali import CocoInstances, OCPConfig
+from ocp_dali import CocoInstances, OCPConfig, hostloops
+from ocp_dali import photometric as ph
 from ocp_dali import reference as ref
 from ocp_dali.augment import reference_sample
 from ocp_dali.geometry import paste_geometry
 from ocp_dali.kernels import geometry_cpu
 from ocp_dali.lsj import (
     LSJParams, apply_lsj, resample_arrays, resample_compiled, sample_affine, sample_affine_arrays, sample_lsj)
+from ocp_dali.plan import JITTER_RANGES
 from ocp_dali.sample import Sample
 
 needs_loops = pytest.mark.skipif(geometry_cpu.loops() is None, reason="no C++ compiler: the NumPy path is used")
@@ -154,6 +158,125 @@ def test_sample_affine_dispatch():
         assert all(np.array_equal(a, b) for a, b in zip(fast[1], slow[1]))
 
 
+# ---------------------------------------------------------------- image jitter
+
+
+def numpy_contrast_mean(img: np.ndarray, factors: tuple[int, int, int, int]) -> int:
+    """The contrast step's mean grey as jitter_image_numpy computes it (after colour and brightness)."""
+    out = ph.blend_round_even(ph.grey(img)[..., None], img, factors[0])
+    return ph.contrast_mean(ph.blend_floor(np.zeros(1, dtype=np.int64), out, factors[1]))
+
+
+def assert_jitter_equal(img: np.ndarray, factors: tuple[int, int, int, int]) -> None:
+    got, mean = geometry_cpu.jitter(img, factors)
+    want = ph.jitter_image_numpy(img, factors)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want), f"{img.shape[:2]} factors {factors}"
+    assert mean == numpy_contrast_mean(img, factors)
+
+
+factor_draws = st.tuples(*(st.integers(lo, hi - 1) for lo, hi in JITTER_RANGES))
+
+
+@settings(max_examples=400, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), h=st.integers(1, 40), w=st.integers(1, 40), factors=factor_draws,
+       strided=st.booleans(), levels=st.sampled_from([256, 2, 16]))
+def test_jitter_equals_numpy(seed, h, w, factors, strided, levels):
+    rng = np.random.default_rng(seed)
+    # levels 2: only 0 and 255 (the blends' extreme numerators, clipped); 16: flat areas, mean ties
+    big = (rng.integers(0, levels, (h + 4, w + 6, 3)) * (255 // (levels - 1))).astype(np.uint8)
+    img = big[2:2 + h, 3:3 + w] if strided else np.ascontiguousarray(big[:h, :w])
+    assert_jitter_equal(img, factors)
+
+
+def test_jitter_every_factor_combination():
+    """All 4 x 15 x 15 x 15 factor combinations of the seed's ranges, on crops of every shape kind (1x1, 1xN,
+    Nx1, 2x2, larger) with the extreme values 0 and 255 in them."""
+    rng = np.random.default_rng(5)
+    shapes = [(1, 1), (1, 7), (6, 1), (2, 2), (3, 5), (9, 4)]
+    crops = []
+    for h, w in shapes:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        img.reshape(-1)[:2] = (0, 255)
+        crops.append(img)
+    grid = np.stack(np.meshgrid(*(np.arange(lo, hi) for lo, hi in JITTER_RANGES), indexing="ij"), -1).reshape(-1, 4)
+    for k, factors in enumerate(grid):
+        assert_jitter_equal(crops[k % len(crops)], tuple(int(v) for v in factors))
+
+
+def test_jitter_real_crops():
+    ds = CocoInstances(data_path("coco_mini", "annotations", "person_keypoints_val2017.json"),
+                       data_path("coco_mini", "val2017"), classes=["person"])
+    rng = np.random.default_rng(0)
+    compared = 0
+    for index in range(0, len(ds), 4):
+        s = ds.load(index)
+        for box in s.boxes[:3]:
+            x0, y0 = (int(v) for v in np.floor(box[:2]))
+            x1, y1 = (int(v) for v in np.ceil(box[2:]))
+            crop = s.image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]  # a view of the image, as jitter_crop cuts it
+            factors = tuple(int(rng.integers(lo, hi)) for lo, hi in JITTER_RANGES)
+            assert_jitter_equal(crop, factors)
+            compared += 1
+    assert compared >= 10
+
+
+def test_jitter_image_dispatch(monkeypatch):
+    img = np.random.default_rng(1).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    calls = []
+    monkeypatch.setattr(geometry_cpu, "jitter", lambda *a: calls.append(a) or (None, 0))
+    ph.jitter_image(img, (9, 12, 7, 3))
+    assert len(calls) == 1
+    monkeypatch.setattr(hostloops, "cpu_loops", lambda: None)  # off: NumPy, the same bits
+    assert np.array_equal(ph.jitter_image(img, (9, 12, 7, 3)), ph.jitter_image_numpy(img, (9, 12, 7, 3)))
+    assert len(calls) == 1
+
+
+# ---------------------------------------------------------------- composite
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), blend=st.booleans(), strided=st.booleans())
+def test_composite_equals_numpy(seed, blend, strided):
+    rng = np.random.default_rng(seed)
+    H, W = (int(v) for v in rng.integers(1, 40, 2))
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    wx0, wx1 = sorted(int(v) for v in rng.integers(0, W + 1, 2))
+    wy0, wy1 = sorted(int(v) for v in rng.integers(0, H + 1, 2))
+    wh, ww = wy1 - wy0, wx1 - wx0
+    big_mask = rng.random((wh + 3, ww + 2)) < rng.random()
+    big_pix = rng.integers(0, 256, (wh + 3, ww + 2, 3), dtype=np.uint8)
+    if strided:  # views, as an identity warp hands over its crop
+        mask, pix = big_mask[1:1 + wh, 2:2 + ww], big_pix[1:1 + wh, 2:2 + ww]
+    else:
+        mask, pix = np.ascontiguousarray(big_mask[:wh, :ww]), np.ascontiguousarray(big_pix[:wh, :ww])
+    alpha = rng.integers(0, ref.ALPHA_ONE + 1, (wh, ww)).astype(np.int32) if blend else None
+    got, want = image.copy(), image.copy()
+    ref.composite(got, (wx0, wy0, wx1, wy1), mask, pix, alpha)
+    ref.composite_numpy(want, (wx0, wy0, wx1, wy1), mask, pix, alpha)
+    assert np.array_equal(got, want)
+
+
+def test_composite_dispatch_and_layouts(monkeypatch):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    mask, pix = rng.random((4, 5)) < 0.5, rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    want = image.copy()
+    ref.composite_numpy(want, (3, 2, 8, 6), mask, pix, None)
+    calls = []
+    real = geometry_cpu.composite
+    monkeypatch.setattr(geometry_cpu, "composite", lambda *a: calls.append(a) or real(*a))
+    got = image.copy()
+    ref.composite(got, (3, 2, 8, 6), mask, pix, None)
+    assert len(calls) == 1 and np.array_equal(got, want)
+    planar = np.moveaxis(np.ascontiguousarray(np.moveaxis(image, 2, 0)), 0, 2)  # channel planes: NumPy answers
+    assert not real(planar, (3, 2, 8, 6), mask, pix, None)
+    ref.composite(planar, (3, 2, 8, 6), mask, pix, None)
+    assert np.array_equal(planar, want)
+    with pytest.raises(ValueError):
+        real(image.copy(), (3, 2, 8, 7), mask, pix, None)
+
+
 # ---------------------------------------------------------------- real images, the whole CPU sample
 
 
@@ -166,7 +289,7 @@ def test_real_images_compiled_equals_numpy(monkeypatch, seed):
         for size in (1024, (480, 800)):
             fast = reference_sample(ds, index, epoch=seed, seed=seed, cfg=cfg, output_size=size)
             with monkeypatch.context() as m:
-                m.setattr(ref, "cpu_loops", lambda: None)
+                m.setattr(hostloops, "cpu_loops", lambda: None)  # every loop off: warp, LSJ, jitter, composite
                 slow = reference_sample(ds, index, epoch=seed, seed=seed, cfg=cfg, output_size=size)
             assert_samples_equal(fast, slow)
 
