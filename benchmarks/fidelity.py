@@ -17,6 +17,7 @@ preset). Prints a table (ours +- SE, the seed's +- SE, the difference in combine
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -205,7 +206,7 @@ def config_geometry(config: Path):
     return pipeline_geometry(cfg.train_dataloader.dataset)
 
 
-def dali_path(config: Path, spec: RunSpec) -> Iterator[SampleRecord]:
+def dali_path(config: Path, spec: RunSpec, placement: str = "seed") -> Iterator[SampleRecord]:
     """Records of the DALI graph on CPU operators (``OCPLoader(device="cpu")``) in the geometry ``--dali`` takes
     from a config, whole epochs in index order; the plan's facts and the dropped count come with each sample's
     ``info``. Without the destination's masks as loaded, dropped ground truth is missed by the overlap rows."""
@@ -216,7 +217,8 @@ def dali_path(config: Path, spec: RunSpec) -> Iterator[SampleRecord]:
     ds = CocoInstances(spec.ann, spec.images, classes=["person"], filter_empty_gt=True)
     cfg = OCPConfig.from_preset(spec.preset)
     done = 0
-    with OCPLoader(ds, cfg, device="cpu", batch_size=4, seed=spec.seed, geometry=config_geometry(config),
+    geometry = dataclasses.replace(config_geometry(config), placement=placement)
+    with OCPLoader(ds, cfg, device="cpu", batch_size=4, seed=spec.seed, geometry=geometry,
                    shuffle=False, py_num_workers=1, num_threads=1, normalize=False,
                    targets=["amodal_masks", "occlusion_rate"]) as loader:
         for epoch in range((spec.samples + len(ds) - 1) // len(ds)):
@@ -244,6 +246,13 @@ def c_dali(spec: RunSpec) -> Iterator[SampleRecord]:
     """Section C: the DALI CPU graph with the Mask2Former config's geometry (LSJ 1024 of the destination and of
     each source, folded into the paste)."""
     return dali_path(CONFIGS["C-mmdet"], spec)
+
+
+@register("C-dali-paste-first", "C")
+def c_dali_paste_first(spec: RunSpec) -> Iterator[SampleRecord]:
+    """ocp_dali's ``paste_first`` variant (paste at raw size, then the Mask2Former config's LSJ), against section C:
+    how far the variant is from the seed's order."""
+    return dali_path(CONFIGS["C-mmdet"], spec, placement="paste_first")
 
 
 def run_path(name: str, spec: RunSpec) -> dict[str, Any]:
