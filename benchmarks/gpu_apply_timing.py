@@ -21,6 +21,7 @@ device attributes. Masks are one byte per pixel (NumPy / CuPy bool), as in the o
 
 Results: ``benchmarks/results/gpu_apply_<device>.json`` (device name, versions, the exact command, timings,
 speedup, roofline). ``--cpu-only`` skips the GPU (no CuPy needed) and by default runs a tiny size, as a smoke test.
+``--lsj`` adds ``gpu_lsj``: the geometry kernels alone (``kernels/lsj.cu``) on the same batch (``time_lsj_gpu``).
 """
 from __future__ import annotations
 
@@ -154,6 +155,43 @@ def time_gpu(plans, dsts, srcs, warmup: int, repeats: int) -> dict:
     return dict(device_inputs_s=dev_times, host_inputs_s=host_times, outs=outs)
 
 
+def time_lsj_gpu(dsts, size: int, warmup: int, repeats: int, seed: int = 0) -> dict | None:
+    """The geometry kernels alone (``kernels.lsj.resample_batch``: three launches and one synchronisation per
+    batch, every mask kind) on the batch's destinations, inputs on the device, LSJ onto a ``size``^2 canvas; the
+    median of ``repeats`` synchronised runs. None without a CUDA GPU (nothing is imported from CuPy then)."""
+    from ocp_dali.backends import cuda_device_count
+
+    if cuda_device_count() == 0:
+        return None
+    import dataclasses
+
+    import cupy
+
+    from ocp_dali.kernels.loader import CupyBackend
+    from ocp_dali.kernels.lsj import resample_batch
+    from ocp_dali.lsj import Geometry
+
+    rng = np.random.default_rng(seed)
+    params = [Geometry.lsj(size).draw(rng, d.height, d.width) for d in dsts]
+    dev = [dataclasses.replace(d, **{k: None if v is None else cupy.asarray(v) for k, v in d.arrays().items()})
+           for d in dsts]
+    be = CupyBackend()
+
+    def run() -> float:
+        be.synchronize()
+        t0 = time.perf_counter()
+        resample_batch(be, dev, params)
+        be.synchronize()
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        run()
+    times = [run() for _ in range(repeats)]
+    med = statistics.median(times)
+    return dict(median_ms=1e3 * med, ms=[1e3 * t for t in times], images_per_s=len(dsts) / med,
+                output_size=[size, size], instances=int(sum(len(d) for d in dsts)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="apply_cupy_batch vs the NumPy reference (one core)")
     ap.add_argument("--batch", type=int, default=None, help="images per batch (32; 4 with --cpu-only)")
@@ -165,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-samples", type=int, default=8, help="samples the CPU reference is timed on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpu-only", action="store_true", help="no GPU: time the reference only (smoke test)")
+    ap.add_argument("--lsj", action="store_true", help="also time the geometry kernels alone on the batch (LSJ "
+                                                       "onto --size^2; GPU only, reported as skipped without one)")
     ap.add_argument("--out", type=Path, default=None, help="result json (default: benchmarks/results/"
                                                             "gpu_apply_<device>.json; none with --cpu-only)")
     args = ap.parse_args(argv)
@@ -213,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_apply_" + re.sub(r"[^a-z0-9]+", "-", info["device"].lower()).strip("-") + ".json")
     else:
         out = args.out
+    if args.lsj:
+        lsj = time_lsj_gpu(dsts, size, args.warmup, args.repeats, args.seed)
+        result["gpu_lsj"] = lsj if lsj is not None else "skipped: no CUDA GPU"
     text = json.dumps(result, indent=2)
     print(text)
     if out is not None:

@@ -9,11 +9,15 @@ coin), the Mask R-CNN-style path.
 On the CPU (NumPy arrays) the resample runs as compiled loops when a C++ compiler is there
 (``kernels/geometry_cpu``: the per-pixel functions of the CUDA kernels, so the same bits), only where an output
 can be non-zero: the content, not the padding; each mask inside the image of its tight box; only the instances
-that stay on the canvas. ``resample_arrays`` / ``sample_affine_arrays`` (NumPy or CuPy) are the oracle, the CuPy
-path and the fallback.
+that stay on the canvas. On the GPU (CuPy arrays, or the emulator's) a whole batch is resampled by the kernels of
+``kernels/lsj.cu`` (``apply_lsj_batch``: three launches per batch, the same per-pixel functions, outputs written
+straight into one buffer per kind). ``resample_arrays`` / ``sample_affine_arrays`` (NumPy or CuPy) are the oracle
+of both, and the fallback without a compiler. Normalisation is not part of the geometry: DALI's
+``crop_mirror_normalize`` does it after the stage (or the model's data preprocessor).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal, NamedTuple, get_args
@@ -329,21 +333,64 @@ def apply_lsj(sample: Sample, p: LSJParams, flip_index: tuple[int, ...] | None =
     ``info['dropped_by_crop']``). Boxes are recomputed from the resampled visible masks; occlusion rates are the
     instance's own (from the paste, not the crop); keypoints that leave the canvas become (0, 0, 0). NumPy or CuPy
     samples; NumPy ones by the compiled CPU loops when they are available (``resample_compiled``, the same bits as
-    ``resample_arrays``)."""
+    ``resample_arrays``), CuPy ones by the batch kernels (``apply_lsj_batch`` of one sample)."""
+    targets = _wanted(sample, targets)
+    if array_module(sample.image) is not np:
+        return apply_lsj_batch([sample], [p], [flip_index], targets)[0]
+    fast = compiled_loops(sample.image, p.inv_q16)
+    r = resample_arrays(sample, p, targets) if fast is None else resample_compiled(fast, sample, p, targets)
+    return finish_lsj(sample, p, r, r.keep, flip_index, targets)
+
+
+def apply_lsj_batch(samples: Sequence[Sample], params: Sequence[LSJParams],
+                    flip_indices: Sequence[tuple[int, ...] | None] | None = None, targets: Targets | None = None,
+                    *, backend: Any = None) -> list[Sample]:
+    """``[apply_lsj(s, p, fl, targets) ...]`` of a batch.
+
+    ``backend``: an array backend of the kernels (``kernels.loader.CupyBackend``, ``kernels.emulate.EmulatedBackend``):
+    the whole batch's geometry by the kernels of ``kernels/lsj.cu`` (three launches, one synchronisation:
+    ``kernels.lsj``); None: those kernels on CuPy for CuPy samples, and ``apply_lsj`` per sample (the compiled CPU
+    loops) for NumPy ones. The same outputs either way. Normalisation (mean / std, layout) is not part of the
+    geometry: DALI's ``crop_mirror_normalize`` does it after the stage (or the model's data preprocessor)."""
+    flips = list(flip_indices) if flip_indices is not None else [None] * len(samples)
+    if not len(samples) == len(params) == len(flips):
+        raise ValueError(f"batch lengths differ: {len(samples)} samples, {len(params)} params, {len(flips)} flips")
+    if backend is None and all(array_module(s.image) is np for s in samples):
+        return [apply_lsj(s, p, fl, targets) for s, p, fl in zip(samples, params, flips)]
+    if backend is None:
+        from ocp_dali.kernels.loader import CupyBackend
+
+        backend = CupyBackend()
+    from ocp_dali.kernels.lsj import resample_batch
+
+    wanted = [_wanted(s, targets) for s in samples]
+    out = resample_batch(backend, samples, params, wanted)
+    return [finish_lsj(s, p, Resampled(*r[:7]), r.keep_host, fl, t)
+            for s, p, r, fl, t in zip(samples, params, out, flips, wanted)]
+
+
+def _wanted(sample: Sample, targets: Targets | None) -> Targets:
+    """``targets`` (default the sample's), checked to be at most what the sample carries."""
     targets = sample.targets if targets is None else targets
     if not targets.names <= sample.targets.names:
         sample.restrict(targets)  # raises: names what is missing
+    return targets
+
+
+def finish_lsj(sample: Sample, p: LSJParams, r: Resampled, keep_host: Any, flip_index: tuple[int, ...] | None,
+               targets: Targets) -> Sample:
+    """The ``Sample`` of ``apply_lsj`` from its resampled arrays ``r`` (``keep_host``: ``r.keep``, or its host
+    copy): the kept instances' rows, keypoints through the map (on the host), ``info['dropped_by_crop']``."""
     want = targets.names
     xp = array_module(sample.image)
-    fast = compiled_loops(sample.image, p.inv_q16)
-    r = resample_arrays(sample, p, targets) if fast is None else resample_compiled(fast, sample, p, targets)
     keep = r.keep
+    keep_np = to_numpy(keep_host)
     kp = None
     if sample.keypoints is not None and "keypoints" in want:
-        kp = _keypoints(to_numpy(sample.keypoints), p, flip_index, sample.file_name)[to_numpy(keep)]
+        kp = _keypoints(to_numpy(sample.keypoints), p, flip_index, sample.file_name)[keep_np]
         kp = xp.asarray(kp)
     info = dict(sample.info)
-    info["dropped_by_crop"] = int((~keep).sum())
+    info["dropped_by_crop"] = int((~keep_np).sum())
     made = dict(amodal_masks=lambda: r.amodal_masks, occluder_masks=lambda: r.occluder_masks,
                 occlusion_rate=lambda: sample.occlusion_rate[keep], order=lambda: sample.order[keep][:, keep],
                 keypoints=lambda: kp)

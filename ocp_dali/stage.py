@@ -7,9 +7,10 @@ One call handles a batch (DALI's batch-mode ``python_function``), in these steps
        and only the pasted instances of the sources) and build the samples with one constructor
        (``sample_from_record``);
     4. the apply step, ``backend.apply_batch``;
-    5. the sample's geometry (``apply_lsj``, NumPy or CuPy arrays alike): on the destination before step 4 in the
-       seed's placement, on the result after it in the ``paste_first`` one (``lsj.Geometry.placement``); then the
-       outputs in ``wire.OUTPUT_NAMES`` order.
+    5. the samples' geometry, the whole batch at once (``lsj.apply_lsj_batch``: the NumPy backend per sample by the
+       compiled CPU loops, the kernel backends by ``kernels/lsj.cu``, three launches per batch): on the
+       destinations before step 4 in the seed's placement, on the results after it in the ``paste_first`` one
+       (``lsj.Geometry.placement``); then the outputs in ``wire.OUTPUT_NAMES`` order.
 Every step makes only the requested targets (``ocp_dali.targets``): the destinations are built carrying them, the
 sources carrying none but keypoints (a paste reads a source's pixels, visible masks and keypoints), and the apply
 step and the geometry are given them; an unrequested output is an empty array (``stage_outputs``).
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from ocp_dali.backends import MaskRequest, get_backend
 from ocp_dali.data.base import sample_from_record
-from ocp_dali.lsj import Geometry, apply_lsj
+from ocp_dali.lsj import Geometry, apply_lsj_batch
 from ocp_dali.plan import PastePlan
 from ocp_dali.sample import Sample
 from ocp_dali.targets import Targets
@@ -156,13 +157,14 @@ def ocp_stage(backend: Any, slots: int, geometry: Geometry | None, flip_index: t
         batch = StageBatch.unpack(be, inputs, slots)
         dsts, sources = build_samples(be, batch, targets)
         flips = [plan.flip_index or flip_index for plan in batch.plans]
+        arrays = getattr(be, "arrays", None)  # the kernels' array backend (None: NumPy, per sample)
         if geometry is not None and geometry.seed_order:
-            dsts = [apply_lsj(d, p, fl) for d, p, fl in zip(dsts, batch.lsjs, flips)]
+            dsts = apply_lsj_batch(dsts, batch.lsjs, flips, backend=arrays)
         outs = be.apply_batch(batch.plans, dsts, sources)
+        if geometry is not None and not geometry.seed_order:
+            outs = apply_lsj_batch(outs, batch.lsjs, flips, backend=arrays)
         cols: list[list[Any]] = [[] for _ in OUTPUT_NAMES]
         for i, out in enumerate(outs):
-            if geometry is not None and not geometry.seed_order:
-                out = apply_lsj(out, batch.lsjs[i], flips[i])
             for k, v in enumerate(stage_outputs(out, batch.plans[i], batch.keys[i], len(batch.anns[i]["skipped"]),
                                                 be.xp)):
                 cols[k].append(v)

@@ -47,7 +47,7 @@ PY
 if step tests; then
   echo "== tests: GPU parity + kernel compile"
   OCP_REQUIRE_GPU=1 "$PY" -m pytest -q -rs tests/test_gpu_parity.py tests/test_pipeline_gpu.py \
-    tests/test_kernels_compile.py
+    tests/test_kernels_compile.py tests/test_gpu_lsj.py
 fi
 
 if step sanitizer; then
