@@ -23,11 +23,11 @@ same kernels on the CPU). Parameters are duck-typed (``inv_q16``, ``out_h``, ``o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from ocp_dali.sample import Sample
+from ocp_dali.sample import Resampled, Sample
 from ocp_dali.targets import Targets
 
 BLOCK = 256
@@ -42,20 +42,6 @@ LSJ_ROW_FIELDS = ("plane", "crowd", "vis_off", "amodal_off", "occ_off")
 
 # Every kernel launched from here, and its source file.
 KERNELS = {"ocp_lsj_scan": "lsj.cu", "ocp_lsj_image": "lsj.cu", "ocp_lsj_masks": "lsj.cu"}
-
-
-class Resampled(NamedTuple):
-    """One sample's outputs (the fields of ``lsj.Resampled``, backend arrays), plus ``keep_host``: the keep flags
-    (N,) bool on the host (they came back with the synchronisation; keypoints and counts use them)."""
-
-    image: Any
-    keep: Any
-    masks: Any
-    boxes: Any
-    amodal_masks: Any
-    occluder_masks: Any
-    crowd_masks: Any
-    keep_host: np.ndarray
 
 
 def _table(rows: list[dict], fields: tuple[str, ...]) -> np.ndarray:

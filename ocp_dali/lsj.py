@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from ocp_dali.geometry import Q_ONE
 from ocp_dali.keypoints import keep_on_canvas
 from ocp_dali.masks import tight_boxes
 from ocp_dali.plan import sample_rng
-from ocp_dali.sample import Sample
+from ocp_dali.sample import Resampled, Sample
 from ocp_dali.targets import Targets, absent
 from ocp_dali.xp import array_module, to_numpy
 
@@ -265,27 +265,6 @@ def _keypoints(kps: np.ndarray, p: LSJParams, flip_index, file_name: str) -> np.
     return out
 
 
-class Resampled(NamedTuple):
-    """A sample's arrays on the LSJ canvas (``out_h x out_w``), only the instances that keep a visible pixel.
-
-    Attributes:
-        image: (out_h, out_w, 3) uint8.
-        keep: (N,) bool over the input instances: the visible mask keeps a pixel on the canvas.
-        masks, amodal_masks, occluder_masks: (n, out_h, out_w) bool of the kept instances (n = keep.sum());
-            amodal and occluder masks None when not requested (never resampled).
-        boxes: (n, 4) int64 tight xyxy boxes of ``masks``.
-        crowd_masks: (c, out_h, out_w) bool, the crowd regions that keep a pixel.
-    """
-
-    image: Any
-    keep: Any
-    masks: Any
-    boxes: Any
-    amodal_masks: Any
-    occluder_masks: Any
-    crowd_masks: Any
-
-
 def resample_arrays(sample: Sample, p: LSJParams, targets: Targets | None = None) -> Resampled:
     """``Resampled`` by ``sample_affine_arrays`` (NumPy or CuPy): every mask at full size, then the kept ones;
     amodal / occluder masks only when ``targets`` (default: the sample's) asks for them."""
@@ -365,7 +344,7 @@ def apply_lsj_batch(samples: Sequence[Sample], params: Sequence[LSJParams],
 
     wanted = [_wanted(s, targets) for s in samples]
     out = resample_batch(backend, samples, params, wanted)
-    return [finish_lsj(s, p, Resampled(*r[:7]), r.keep_host, fl, t)
+    return [finish_lsj(s, p, r, r.keep_host, fl, t)
             for s, p, r, fl, t in zip(samples, params, out, flips, wanted)]
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -160,3 +160,29 @@ class Sample:
             "crowd_masks"
         ).split()
         return {k: getattr(self, k) for k in names}
+
+
+class Resampled(NamedTuple):
+    """A sample's arrays on its LSJ canvas (``out_h x out_w``), only the instances that keep a visible pixel.
+
+    Attributes:
+        image: (out_h, out_w, 3) uint8.
+        keep: (N,) bool over the input instances: the visible mask keeps a pixel on the canvas.
+        masks, amodal_masks, occluder_masks: (n, out_h, out_w) bool of the kept instances (n = keep.sum());
+            amodal and occluder masks None when not requested (never resampled).
+        boxes: (n, 4) int64 tight xyxy boxes of ``masks``.
+        crowd_masks: (c, out_h, out_w) bool, the crowd regions that keep a pixel.
+        keep_host: ``keep`` on the host when the arrays live on a device and it came back anyway (the GPU batch
+            kernels' synchronisation), else None.
+
+    Made by ``lsj.resample_arrays`` / ``lsj.resample_compiled`` and the GPU batch kernels (``kernels/lsj.py``).
+    """
+
+    image: Any
+    keep: Any
+    masks: Any
+    boxes: Any
+    amodal_masks: Any
+    occluder_masks: Any
+    crowd_masks: Any
+    keep_host: Any = None

@@ -105,6 +105,9 @@ def test_lsj_compiled_equals_arrays(seed, lsj, alias, n, out_h, out_w):
     p = sample_lsj(rng, h, w, (out_h, out_w), lsj=lsj, ratio_range=(0.1, 4.0))  # crops, flips, padding
     fast, slow = resample_compiled(geometry_cpu, s, p), resample_arrays(s, p)
     for name, a, b in zip(fast._fields, fast, slow):
+        if name == "keep_host":  # set by the GPU batch kernels only
+            assert a is None and b is None
+            continue
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), name
 
 
@@ -142,7 +145,7 @@ def test_lsj_maps_beyond_the_image(ax, cx, ay, cy):
         p = manual_lsj(24, 31, ax, cx, ay, cy, (50, 40), valid, ax < 0)
         fast, slow = resample_compiled(geometry_cpu, s, p), resample_arrays(s, p)
         for name, a, b in zip(fast._fields, fast, slow):
-            assert np.array_equal(a, b), name
+            assert (a is None and b is None) if name == "keep_host" else np.array_equal(a, b), name
 
 
 def test_sample_affine_dispatch():
