@@ -39,6 +39,6 @@ def test_dali_loader_and_mmdet_dataset_train_on_the_same_images(val_json):
                   pipeline=[])
     mmdet_ds = OCPCocoDataset(**{k: v for k, v in ds_cfg.items() if k != "type"})
     loader = DALIDetDataLoader.from_cfg(dict(dataset=ds_cfg, ocp=dict(preset="ocp", seed=0), batch_size=2,
-                                             device="cpu"))
+                                             device="cpu", geometry=dict(kind="lsj", size=(256, 256))))
     ids = {mmdet_ds.get_data_info(i)["img_id"] for i in range(len(mmdet_ds))}
     assert len(ids) > 0 and set(loader.dataset.source.img_ids) == ids

@@ -78,6 +78,13 @@ def _dataset_pipelines(dataset_cfg: dict | None) -> list[list[dict]]:
     return out
 
 
+def largest_scale(scale: Any) -> tuple[int, int]:
+    """A resize's ``scale``, one ``(w, h)`` pair or the multi-scale list of them (``RandomResize``), as the one pair
+    of the largest short edge: the top of the scales the model trained at."""
+    pairs = [scale] if isinstance(scale[0], (int, float)) else list(scale)
+    return tuple(int(v) for v in max(pairs, key=min))  # type: ignore[return-value]
+
+
 def eval_pipeline(cfg, scale: tuple[int, int] | None = None) -> tuple[list[dict], Any, str]:
     """The test pipeline of ``cfg`` (an mmengine ``Config``), its test scale (``Resize``'s ``scale``, ``(W, H)``) and
     where that came from.
@@ -102,7 +109,8 @@ def eval_pipeline(cfg, scale: tuple[int, int] | None = None) -> tuple[list[dict]
         source = "--scale"
     else:
         train = _dataset_pipelines((cfg.get("train_dataloader") or {}).get("dataset"))
-        scale = next((tuple(t["scale"]) for p in train for t in p if t.get("type") in RESIZES and "scale" in t), None)
+        scale = next((largest_scale(t["scale"]) for p in train for t in p if t.get("type") in RESIZES and "scale" in t),
+                     None)
         if scale is None:
             raise ValueError("the config has no test, val or train pipeline with a Resize scale: pass --scale W H")
         source = "the train pipeline's Resize (the config has no test pipeline)"
