@@ -170,14 +170,15 @@ class DALIDetDataLoader:
     the occlusion rate asks ``targets=["occlusion_rate"]`` and gets ``gt_instances.occlusion_rate``.
     """
 
-    def __init__(self, dataset, cfg: OCPConfig, *, geometry: Geometry | dict, device: str = "cpu",
+    def __init__(self, dataset, cfg: OCPConfig, *, geometry: Geometry | dict | None = None, device: str = "cpu",
                  batch_size: int = 2, seed: int = 0, py_num_workers: int = 2, num_threads: int = 2,
                  shard_id: int | None = None, num_shards: int | None = None, timeout: float | None = 600.0,
                  metainfo: dict | None = None, targets: Targets | Iterable[str] | str | None = "visible") -> None:
         classes = tuple(getattr(dataset, "classes", ("person",)))
         self.dataset = LoaderDataset(dataset, metainfo if metainfo is not None else dict(classes=classes))
         self.batch_size = batch_size
-        self.geometry = geometry if isinstance(geometry, Geometry) else Geometry(**geometry)
+        # default: LSJ onto 1024² in the seed's placement (trainers/train_mmdet.py --dali passes the config's own)
+        self.geometry = geometry if isinstance(geometry, Geometry) else Geometry(**(geometry or {}))
         self.loader = OCPLoader(dataset, cfg, device=device, batch_size=batch_size, seed=seed,
                                 py_num_workers=py_num_workers, num_threads=num_threads, geometry=self.geometry,
                                 normalize=False,  # mmdet's data preprocessor normalises
@@ -191,8 +192,9 @@ class DALIDetDataLoader:
         """The loader a ``train_dataloader`` config of ``type="DALIDetDataLoader"`` describes.
 
         Keys: ``dataset`` (an mmdet COCO dataset config: ``data_root``, ``ann_file``, ``data_prefix.img``,
-        ``metainfo.classes``, ``filter_cfg``), ``geometry`` (``lsj.Geometry`` fields: ``pipeline_geometry``), ``ocp`` (an ``OcclusionCopyPaste`` config: ``preset``, ``seed`` and ``OCPConfig``
-        fields, read by the transform itself so both paths parse it alike), ``batch_size``, ``device`` (``"auto"``,
+        ``metainfo.classes``, ``filter_cfg``), ``geometry`` (``lsj.Geometry`` fields: ``pipeline_geometry``),
+        ``ocp`` (an ``OcclusionCopyPaste`` config: ``preset``, ``seed`` and ``OCPConfig`` fields, read by the
+        transform itself so both paths parse it alike), ``batch_size``, ``device`` (``"auto"``,
         the default: ``"gpu"`` when CUDA is available) and the other keyword arguments of ``__init__``.
         """
         kw = dict(cfg)
