@@ -37,8 +37,8 @@ from ocp_dali.sample import Sample
 from ocp_dali.targets import Targets
 
 __all__ = [
-    "OCPConfig", "Geometry", "CocoInstances", "SyntheticScenes", "DataError", "ImageMeta", "PasteOp", "PastePlan", "Sample",
-    "Targets",
+    "OCPConfig", "Geometry", "CocoInstances", "SyntheticScenes", "DataError", "ImageMeta", "PasteOp", "PastePlan",
+    "Sample", "Targets",
     "apply", "augment", "augment_batch", "plan_for", "sample_plan", "sample_rng",
 ]
 __version__ = "0.1.0"

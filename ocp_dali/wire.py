@@ -70,8 +70,9 @@ def _paste_op(row: np.ndarray) -> PasteOp:
     jitter = (tuple(int(f[k]) for k in ("j_colour", "j_bright", "j_contrast", "j_sharp"))
               if f["has_jitter"] else None)
     # the geometry travels as it is: a folded paste (``ocp_dali.placement``) is not paste_geometry(flip, scale, angle)
-    geom = PasteGeometry(int(f["out_w"]), int(f["out_h"]), tuple(int(f[k]) for k in INV_FIELDS),  # type: ignore[arg-type]
-                         tuple(float(f[k]) for k in FWD_FIELDS), bool(f["identity"]))  # type: ignore[arg-type]
+    inv = tuple(int(f[k]) for k in INV_FIELDS)
+    fwd = tuple(float(f[k]) for k in FWD_FIELDS)
+    geom = PasteGeometry(int(f["out_w"]), int(f["out_h"]), inv, fwd, bool(f["identity"]))  # type: ignore[arg-type]
     return PasteOp(int(f["source"]), int(f["instance"]), int(f["label"]), box, jitter, flip, scale, angle, geom,
                    bool(f["targeted"]), int(f["target"]), (int(f["cx"]), int(f["cy"])), (int(f["ox"]), int(f["oy"])))
 

@@ -90,7 +90,8 @@ class TensorMasks(BaseInstanceMasks):
         return TensorMasks(self.masks[index], self.height, self.width)
 
     def __repr__(self) -> str:
-        return f"TensorMasks(num_masks={len(self)}, height={self.height}, width={self.width}, device={self.masks.device})"
+        return (f"TensorMasks(num_masks={len(self)}, height={self.height}, width={self.width}, "
+                f"device={self.masks.device})")
 
     def to_tensor(self, dtype: torch.dtype, device) -> torch.Tensor:
         return self.masks.to(device=device, dtype=dtype)
