@@ -2,8 +2,8 @@
 
 For each batch of a shard's epoch a worker reads the encoded files and the annotations (RLE run counts, kilobytes),
 draws each sample's plan and geometry from ``(seed, epoch, index)`` (``placement.plan_sample``), and returns bytes
-and numbers in the ``wire.WorkerBatch`` layout. Images that cannot be used follow ``ocp_dali.data.usable``: the next usable
-image stands in for a bad destination (``SampleKey.stand_in_for``), pastes from a bad source are left out
+and numbers in the ``wire.WorkerBatch`` layout. Images that cannot be used follow ``ocp_dali.data.usable``: the next
+usable image stands in for a bad destination (``SampleKey.stand_in_for``), pastes from a bad source are left out
 (``SampleKey.dropped_sources``).
 """
 from __future__ import annotations
