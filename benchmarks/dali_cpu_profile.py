@@ -84,7 +84,7 @@ def instrument() -> None:
     wrap(stage.StageBatch, "unpack", "stage: unpack inputs")
     wrap(backends.NumpyBackend, "decode_masks", "stage: mask decode (RLE)")
     wrap(stage, "sample_from_record", "stage: build samples")
-    wrap(stage, "apply_lsj", "stage: LSJ geometry")
+    wrap(stage, "apply_lsj_batch", "stage: LSJ geometry")
     wrap(backends.NumpyBackend, "apply_batch", "stage: OC&P apply")
     wrap(stage, "stage_outputs", "stage: outputs")
 
