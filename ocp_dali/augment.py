@@ -30,19 +30,33 @@ def apply(plan: PastePlan, destination: Sample, sources: Sequence[Sample | None]
     return get_backend(backend).apply_batch([plan], [destination], [sources], targets)[0]
 
 
+def draw_placed(dataset: InstanceDataset, key: tuple[int, int, int, int], cfg: OCPConfig,
+                geometry: Geometry | None, batch: Sequence[int] | None = None,
+                pos: int = 0) -> tuple[PlacedPlan, list[int]]:
+    """The basket and then the plan and geometry of one sample, all from its stream ``key = (seed, epoch, index,
+    rank)`` (``placement.plan_sample``; no pixels read): the one draw the reference and the DALI workers share.
+    ``cfg.source == "batch"``: the basket comes from ``batch`` (the sample at ``pos``), else from the dataset."""
+    seed, epoch, index, rank = key
+    rng = sample_rng(seed, epoch, index, rank)
+    if cfg.source == "batch":
+        if batch is None:
+            raise ValueError("cfg.source='batch' draws sources from a batch: pass batch= (see augment_batch)")
+        basket = draw_batch_basket(rng, batch, pos, cfg.basket_size)
+    else:
+        basket = dataset.basket_indices(rng, index, cfg.basket_size)  # type: ignore[attr-defined]
+    placed = plan_sample(rng, key, dataset.meta(index), [dataset.meta(i) for i in basket], cfg, geometry)
+    return placed, list(basket)
+
+
 def placed_plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0, cfg: OCPConfig,
                     rank: int = 0, basket: Sequence[int] | None = None,
                     geometry: Geometry | None = None) -> PlacedPlan:
-    """The plan and geometry of sample ``index`` (no pixels read; ``placement.plan_sample``): basket drawn from
-    ``(seed, epoch, index, rank)``. ``basket`` overrides the drawn basket (``source="batch"``: the other images of
-    the batch, see ``draw_batch_basket``)."""
-    rng = sample_rng(seed, epoch, index, rank)
+    """The plan and geometry of sample ``index`` (``draw_placed``). ``basket`` overrides the drawn basket (the plan
+    then comes from the start of the sample's stream)."""
+    key = (seed, epoch, index, rank)
     if basket is None:
-        if cfg.source == "batch":
-            raise ValueError("cfg.source='batch' draws sources from a batch: pass basket= (see augment_batch)")
-        basket = dataset.basket_indices(rng, index, cfg.basket_size)  # type: ignore[attr-defined]
-    return plan_sample(rng, (seed, epoch, index, rank), dataset.meta(index), [dataset.meta(i) for i in basket],
-                       cfg, geometry)
+        return draw_placed(dataset, key, cfg, geometry)[0]
+    return plan_sample(sample_rng(*key), key, dataset.meta(index), [dataset.meta(i) for i in basket], cfg, geometry)
 
 
 def plan_for(dataset: InstanceDataset, index: int, *, epoch: int = 0, seed: int = 0, cfg: OCPConfig,
@@ -109,10 +123,7 @@ def augment_batch(dataset: InstanceDataset, indices: Sequence[int], *, epoch: in
     loaded = {i: dataset.load(i) for i in dict.fromkeys(indices)}
     out = []
     for pos, index in enumerate(indices):
-        rng = sample_rng(seed, epoch, index, rank)  # the basket, then the plan: one stream, as in the workers
-        basket = draw_batch_basket(rng, indices, pos, cfg.basket_size)
-        placed = plan_sample(rng, (seed, epoch, index, rank), dataset.meta(index), [dataset.meta(i) for i in basket],
-                             cfg, geometry)
+        placed, basket = draw_placed(dataset, (seed, epoch, index, rank), cfg, geometry, indices, pos)
         out.append(apply_placed(placed, loaded[index], [loaded[i] for i in basket],
                                 flip_index=dataset.meta(index).flip_index, backend=backend, targets=targets))
     return out

@@ -1,7 +1,7 @@
 """The reader of the DALI graph: what each worker process hands over for one batch (``EpochSource``).
 
 For each batch of a shard's epoch a worker reads the encoded files and the annotations (RLE run counts, kilobytes),
-draws each sample's plan and geometry from ``(seed, epoch, index)`` (``placement.plan_sample``), and returns bytes
+draws each sample's plan and geometry from ``(seed, epoch, index)`` (``augment.draw_placed``), and returns bytes
 and numbers in the ``wire.WorkerBatch`` layout. Images that cannot be used follow ``ocp_dali.data.usable``: the next
 usable image stands in for a bad destination (``SampleKey.stand_in_for``), pastes from a bad source are left out
 (``SampleKey.dropped_sources``).
@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ocp_dali.config import OCPConfig
-from ocp_dali.data.base import InstanceDataset, draw_batch_basket
+from ocp_dali.augment import draw_placed
+from ocp_dali.data.base import InstanceDataset
 from ocp_dali.data.usable import UsableImages
 from ocp_dali.errors import DataError
 from ocp_dali.lsj import Geometry
-from ocp_dali.placement import PlacedPlan, plan_sample
-from ocp_dali.plan import sample_rng
+from ocp_dali.placement import PlacedPlan
 from ocp_dali.wire import SampleKey, WorkerBatch, pack_annotation, pack_lsj, pack_plan
 
 
@@ -95,15 +95,9 @@ class EpochSource:
 
     def plan(self, epoch: int, batch: list[int], pos: int, usable: UsableImages) -> tuple[PlacedPlan, list[int], int]:
         """The plan and geometry of the sample at ``pos`` of ``batch`` (dataset indices after stand-ins;
-        ``placement.plan_sample``), its basket, and how many of its sources were left out as unusable."""
-        index = batch[pos]
-        rng = sample_rng(self.seed, epoch, index)
-        if self.cfg.source == "batch":
-            basket = draw_batch_basket(rng, batch, pos, self.cfg.basket_size)
-        else:
-            basket = self.dataset.basket_indices(rng, index, self.cfg.basket_size)  # type: ignore[attr-defined]
-        placed = plan_sample(rng, (self.seed, epoch, index, 0), self.dataset.meta(index),
-                             [self.dataset.meta(b) for b in basket], self.cfg, self.geometry)
+        ``augment.draw_placed``), its basket, and how many of its sources were left out as unusable."""
+        placed, basket = draw_placed(self.dataset, (self.seed, epoch, batch[pos], 0), self.cfg, self.geometry, batch,
+                                     pos)
         plan, bad = usable.without_unusable_sources(placed.plan)
         return replace(placed, plan=plan), basket, len(bad)
 
