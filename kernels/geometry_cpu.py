@@ -67,6 +67,8 @@ def loops() -> ctypes.CDLL | None:
 
 
 def _ptr(a: np.ndarray) -> int:
+    """The address of ``a``'s data: only an address, so the caller must hold ``a`` (by a name) until the call
+    returns; an array made inside the call's argument list is freed before the C function runs."""
     return int(a.ctypes.data)
 
 
@@ -100,7 +102,8 @@ def warp_crop(crop_img: np.ndarray, crop_mask: np.ndarray, inv_q16: tuple[int, .
     h, w = m.shape
     mask = np.zeros((wh, ww), dtype=bool)
     pix = np.zeros((wh, ww, 3), dtype=np.uint8)
-    loops().cpu_geo_warp_crop(_ptr(img), img_row, _ptr(m), m.strides[0], h, w, _ptr(_inv(inv_q16)), x0, y0, ww,
+    inv = _inv(inv_q16)  # a name keeps the array alive through the call (a temporary is freed first)
+    loops().cpu_geo_warp_crop(_ptr(img), img_row, _ptr(m), m.strides[0], h, w, _ptr(inv), x0, y0, ww,
                               wh, _ptr(mask), _ptr(pix))
     return mask, pix
 
@@ -112,7 +115,8 @@ def lsj_image(image: np.ndarray, inv_q16: tuple[int, ...], out_h: int, out_w: in
     img, img_row = image_rows(image)
     h, w = img.shape[:2]
     out = np.zeros((out_h, out_w, 3), dtype=np.uint8)
-    loops().cpu_geo_lsj_image(_ptr(img), img_row, h, w, _ptr(_inv(inv_q16)), valid_w, valid_h, _ptr(out),
+    inv = _inv(inv_q16)  # a name keeps the array alive through the call (a temporary is freed first)
+    loops().cpu_geo_lsj_image(_ptr(img), img_row, h, w, _ptr(inv), valid_w, valid_h, _ptr(out),
                               out.strides[0])
     return out
 
@@ -124,7 +128,8 @@ def lsj_hits(stack: np.ndarray, inv_q16: tuple[int, ...], valid_w: int, valid_h:
     n, h, w = m.shape
     hit = np.zeros(n, dtype=bool)
     if n:
-        loops().cpu_geo_lsj_hits(_ptr(m), n, m.strides[0], m.strides[1], h, w, _ptr(_inv(inv_q16)), valid_w,
+        inv = _inv(inv_q16)  # a name keeps the array alive through the call (a temporary is freed first)
+        loops().cpu_geo_lsj_hits(_ptr(m), n, m.strides[0], m.strides[1], h, w, _ptr(inv), valid_w,
                                  valid_h, _ptr(hit))
     return hit
 
@@ -140,7 +145,8 @@ def lsj_masks(stack: np.ndarray, rows: np.ndarray, inv_q16: tuple[int, ...], out
     out = np.zeros((k, out_h, out_w), dtype=bool)
     boxes = np.zeros((k, 4), dtype=np.int64)
     if k:
-        loops().cpu_geo_lsj_masks(_ptr(m), m.strides[0], m.strides[1], h, w, _ptr(rows), k, _ptr(_inv(inv_q16)),
+        inv = _inv(inv_q16)  # a name keeps the array alive through the call (a temporary is freed first)
+        loops().cpu_geo_lsj_masks(_ptr(m), m.strides[0], m.strides[1], h, w, _ptr(rows), k, _ptr(inv),
                                   valid_w, valid_h, _ptr(out), out.strides[0], out.strides[1], _ptr(boxes))
     return out, boxes
 
@@ -153,7 +159,8 @@ def jitter(img: np.ndarray, factors: tuple[int, int, int, int]) -> tuple[np.ndar
     out = np.empty((h, w, 3), dtype=np.uint8)
     if h == 0 or w == 0:
         return out, 0
-    mean = loops().cpu_jitter(_ptr(src), row, h, w, _ptr(np.array(factors, dtype=np.int64)), _ptr(out))
+    f = np.array(factors, dtype=np.int64)  # named: a temporary would be freed before the call
+    mean = loops().cpu_jitter(_ptr(src), row, h, w, _ptr(f), _ptr(out))
     return out, int(mean)
 
 
