@@ -28,7 +28,7 @@ from ocp_dali.data.base import sample_from_record
 from ocp_dali.lsj import Geometry, apply_lsj_batch
 from ocp_dali.plan import PastePlan
 from ocp_dali.sample import Sample
-from ocp_dali.targets import OPTIONAL, Targets
+from ocp_dali.targets import Targets
 from ocp_dali.wire import OUTPUT_NAMES, InfoRow, SampleKey, WorkerBatch, unpack_annotation, unpack_lsj, unpack_plan
 from ocp_dali.xp import to_numpy
 
@@ -119,8 +119,8 @@ def build_samples(backend: Any, batch: StageBatch,
 
 def stage_outputs(s: Sample, plan: PastePlan, key: SampleKey, skipped_annotations: int, xp: Any) -> list[Any]:
     """The stage outputs of one sample (made by ``plan``), in ``wire.OUTPUT_NAMES`` order, as contiguous ``xp``
-    arrays; a target the sample does not carry is a one-element zero array of its dtype and rank (never read: the
-    loaders leave unrequested names out); keypoints requested where the dataset has none are (N, 0, 3) float32."""
+    arrays; the targets the sample does not carry are its empty arrays (``targets.absent``; the loaders leave them
+    out), keypoints (0, 0, 3) float32 (requested but the dataset has none: (N, 0, 3))."""
     n = len(s) if "keypoints" in s.targets.names else 0
     kp = s.keypoints if s.keypoints is not None else xp.zeros((n, 0, 3), dtype=xp.float32)
     info = s.info  # every Sample carries all of sample.COUNTS
@@ -131,12 +131,6 @@ def stage_outputs(s: Sample, plan: PastePlan, key: SampleKey, skipped_annotation
     outs = dict(image=s.image, masks=s.masks, amodal_masks=s.amodal_masks, occluder_masks=s.occluder_masks,
                 boxes=s.boxes, labels=s.labels, occlusion_rate=s.occlusion_rate, order=s.order, keypoints=kp,
                 pasted=s.pasted, ann_ids=s.ann_ids, info=xp.asarray(row.pack()))
-    for name in OPTIONAL:
-        if name not in s.targets.names:
-            # a one-element stand-in, never read (the loaders drop unrequested names): a batch whose every sample
-            # is empty in an output crashed DALI 2.4's CPU python_function intermittently (a native thread
-            # touching Python without the GIL, measured with visible-only targets)
-            outs[name] = xp.zeros((1,) * outs[name].ndim, dtype=outs[name].dtype)
     return [xp.ascontiguousarray(outs[name]) for name in OUTPUT_NAMES]
 
 
