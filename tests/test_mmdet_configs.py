@@ -98,6 +98,7 @@ def test_dali_takes_the_geometry_of_the_config_pipeline(config, want):
     cfg, _ = t.configure(t.parse_args(["--config", str(ROOT / config), "--dali"]))
     got = Geometry(**cfg.train_dataloader.geometry)
     assert {k: getattr(got, k) for k in want} == want
+    assert cfg.train_dataloader.targets == "visible"  # what the model trains on: no amodal work in the loader
     cfg, _ = t.configure(t.parse_args(["--config", str(ROOT / config), "--dali", "--cfg-options",
                                        "ocp_dali.placement=paste_first"]))
     assert Geometry(**cfg.train_dataloader.geometry).placement == "paste_first"

@@ -55,6 +55,7 @@ def test_small_configs_train_with_and_without_dali(tmp_path, config, dali):
     text = log_text(tmp_path)
     assert "weights: the config names no pretrained weights: random initialisation" in text
     assert ("DALI loader: device cpu, 1 worker processes" in text) == dali
+    assert ("targets: bboxes, labels, masks (TensorMasks on cpu), pasted; uint8" in text) == dali
     assert "training starts at iteration 1 of 3" in text and "first batch ready after" in text
     assert "iteration 1 of 3 done" in text
 

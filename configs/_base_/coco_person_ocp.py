@@ -48,5 +48,6 @@ custom_hooks = [dict(type="OCPEpochHook")]
 randomness = dict(seed=0, diff_rank_seed=True)  # the sampler order and the model's own draws; OC&P has its own seed
 # --dali: trainers/train_mmdet.py puts a DALIDetDataLoader in place of train_dataloader: the same dataset, batch size,
 # OcclusionCopyPaste entry and geometry (read from the pipeline), with these settings (timeout: seconds a pipeline
-# run may take before a hung worker fails the run with WorkerError; placement="paste_first" for ocp_dali's variant)
-ocp_dali = dict(py_num_workers=4, num_threads=4, timeout=600)
+# run may take before a hung worker fails the run with WorkerError; placement="paste_first" for ocp_dali's variant;
+# targets: what Mask R-CNN trains on, so the loader computes no amodal or occluder masks, rate, order or keypoints)
+ocp_dali = dict(py_num_workers=4, num_threads=4, timeout=600, targets="visible")

@@ -43,4 +43,5 @@ val_evaluator = dict(ann_file=data_root + "annotations/person_keypoints_val2017.
 test_evaluator = val_evaluator
 custom_hooks = [dict(type="OCPEpochHook")]
 randomness = dict(seed=0, diff_rank_seed=True)
-ocp_dali = dict(py_num_workers=4, num_threads=4, timeout=600)  # --dali: geometry read from lsj_pipeline
+# --dali: geometry read from lsj_pipeline; targets: what Mask2Former trains on (visible masks, boxes, labels)
+ocp_dali = dict(py_num_workers=4, num_threads=4, timeout=600, targets="visible")

@@ -165,17 +165,16 @@ class DALIDetDataLoader:
     mmdet dataset's, so checkpoints carry ``dataset_meta``. ``timeout``: as ``OCPLoader``'s (a dead or hung worker
     raises ``ocp_dali.workers.WorkerError``).
 
-    Targets (``targets``; a config's ``train_dataloader.targets``): ``"visible"`` is what mmdet's Mask R-CNN and
+    Targets (``targets``; ``--dali`` passes a config's ``ocp_dali.targets``): ``"visible"`` is what mmdet's Mask R-CNN and
     Mask2Former train on (``gt_instances``: bboxes, labels, visible masks; ``["occlusion_rate"]`` adds
-    ``gt_instances.occlusion_rate``). The default is all targets for now: with visible-only targets the DALI CPU
-    graph crashed intermittently in a race of pipelines (a DALI native thread touching Python without the GIL;
-    not yet understood), and all targets is the set the soak and the training runs were measured with.
+    ``gt_instances.occlusion_rate``; ``"all"`` computes every target, though the batch carries only these). The
+    default is ``"visible"``; each config names its own.
     """
 
     def __init__(self, dataset, cfg: OCPConfig, *, geometry: Geometry | dict | None = None, device: str = "cpu",
                  batch_size: int = 2, seed: int = 0, py_num_workers: int = 2, num_threads: int = 2,
                  shard_id: int | None = None, num_shards: int | None = None, timeout: float | None = 600.0,
-                 metainfo: dict | None = None, targets: Targets | Iterable[str] | str | None = "all") -> None:
+                 metainfo: dict | None = None, targets: Targets | Iterable[str] | str | None = "visible") -> None:
         classes = tuple(getattr(dataset, "classes", ("person",)))
         self.dataset = LoaderDataset(dataset, metainfo if metainfo is not None else dict(classes=classes))
         self.batch_size = batch_size
@@ -219,6 +218,8 @@ class DALIDetDataLoader:
         """One line for the training log: device, workers, geometry, targets, batch size, shard, OC&P."""
         kw, src, g = self.loader.kw, self.dataset.source, self.geometry
         rate = ", occlusion_rate" if "occlusion_rate" in self.loader.targets.names else ""
+        unused = sorted(self.loader.targets.names - {"occlusion_rate"})  # requested, computed, not handed on
+        rate += f" (also computed, not handed on: {', '.join(unused)})" if unused else ""
         size = f"{g.size[1]}x{g.size[0]}"
         geometry = {"lsj": f"large-scale jitter (scale {g.ratio_range[0]}..{g.ratio_range[1]}), crop to {size}",
                     "fit": f"resize to fit {size}, pad to {size}",
