@@ -22,6 +22,7 @@ from ocp_dali.errors import DataError
 from ocp_dali.lsj import Geometry
 from ocp_dali.placement import PlacedPlan
 from ocp_dali.wire import SampleKey, WorkerBatch, pack_annotation, pack_lsj, pack_plan
+from ocp_dali.workers import exit_with_parent
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,6 +103,7 @@ class EpochSource:
         return replace(placed, plan=plan), basket, len(bad)
 
     def __call__(self, info) -> tuple[list[np.ndarray], ...]:
+        exit_with_parent()  # in a DALI worker: do not outlive a main process that crashed
         epoch = self.epoch_offset + int(info.epoch_idx)
         wanted = [int(i) for i in self.batch_indices(epoch, self.iteration(info))]
         if not wanted:

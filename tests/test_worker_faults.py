@@ -6,12 +6,14 @@ Each scenario (``tests/worker_faults.py``) runs in its own process group under a
 not be stoppable from inside the process, and the scenario process's exit shows that the loader, once failed and
 closed, lets the interpreter end.
 """
+import contextlib
 import json
 import math
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -54,6 +56,41 @@ def test_dali_worker_that_dies_is_named_at_once(fault, status):
     assert r["attrs"] == {"epoch": 0, "batch": 0, "indices": [0, 1]}
     assert r["recovered"] == 4, "the loader starts a new pipeline on the next iter()"
     assert r["alive"] == 0, "closing the loader leaves no worker process"
+
+
+def process_gone(pid: int) -> bool:
+    """No process ``pid``, or only its zombie (an orphan's new parent may not reap it at once)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_dali_workers_end_when_the_main_process_is_killed(tmp_path):
+    """Without ``workers.exit_with_parent`` DALI's workers outlived a killed main process (19 minutes and more,
+    holding its stdout: a reader of that output waited for ever)."""
+    pytest.importorskip("nvidia.dali", reason="nvidia-dali is not installed")
+    code = "import worker_faults; worker_faults.main_dies_scenario()"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    log = tmp_path / "out.txt"
+    with open(log, "w") as out:  # a file, not a pipe: workers that live on would keep a pipe open
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert proc.wait(timeout=120) == -signal.SIGKILL, log.read_text()[-3000:]
+        lines = [line for line in log.read_text().splitlines() if line.startswith("WORKERS ")]
+        assert lines, log.read_text()[-3000:]
+        pids = [int(p) for p in lines[-1].split()[1:]]
+        assert len(pids) == 2
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not all(map(process_gone, pids)):
+            time.sleep(0.2)
+        assert all(map(process_gone, pids)), f"DALI workers {pids} outlived their main process"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
 
 
 def test_dali_worker_that_hangs_fails_the_loader_after_its_timeout():

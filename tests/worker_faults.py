@@ -4,7 +4,8 @@
 - ``DieAtIndex`` / ``HangAtIndex``: mmdet pipeline transforms for torch ``DataLoader`` workers (the mmdet CPU
   path; ``register_mmdet_transforms()`` puts them in mmdet's TRANSFORMS registry);
 - ``dali_scenario`` / ``mmdet_scenario``: run a faulty loader until it raises, for tests to call in a subprocess
-  (a hung pipeline may not be stoppable in-process).
+  (a hung pipeline may not be stoppable in-process);
+- ``main_dies_scenario``: the main process dies (SIGKILL) while its DALI workers run.
 
 Importable by module name (``worker_faults``): DALI's spawned workers unpickle the dataset by reference to its
 class, and ``multiprocessing``'s spawn start method hands the parent's ``sys.path`` to the child, so the folder
@@ -156,3 +157,16 @@ def mmdet_scenario(config: str, fault: str, timeout: float, bad_index: int = 0) 
     del loader, error
     gc.collect()
     return out
+
+
+def main_dies_scenario() -> None:
+    """Start a DALI CPU-graph ``OCPLoader`` (2 workers), take one batch, print ``WORKERS <pids>`` and SIGKILL this
+    (the main) process, as the OOM killer would: no clean-up runs, so only the workers themselves can end."""
+    from ocp_dali import OCPConfig
+    from ocp_dali.torch import OCPLoader
+
+    loader = OCPLoader(SyntheticScenes(8, image_size=(128, 128)), OCPConfig.ocp(), device="cpu", batch_size=2,
+                       output_size=128, py_num_workers=2, num_threads=1, shuffle=False)
+    next(iter(loader))
+    print("WORKERS", *[p.pid for p in multiprocessing.active_children()], flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
