@@ -214,8 +214,9 @@ def gpu_unusable() -> str | None:
 
 
 def gpu_rows(ann: Path, img_dir: Path, size: tuple[int, int], batch_size: int, repeats: int) -> dict:
-    """ocp_dali on the GPU: kernels alone on a pre-decoded batch, and the whole DALI pipeline, both on JPEG files
-    like the CPU rows' (synthetic scenes rendered in the workers would time the renderer, not the pipeline)."""
+    """ocp_dali on the GPU: the OC&P kernels and the geometry kernels alone on a pre-decoded batch, and the whole
+    DALI pipeline, on JPEG files like the CPU rows' (synthetic scenes rendered in the workers would time the
+    renderer, not the pipeline); the geometry kernels' share of one pipeline batch."""
     import cupy
 
     from ocp_dali import CocoInstances, OCPConfig, plan_for
@@ -250,9 +251,20 @@ def gpu_rows(ann: Path, img_dir: Path, size: tuple[int, int], batch_size: int, r
         return _quartiles(rates)
 
     with_ocp, without = pipeline_rate(cfg), pipeline_rate(cfg.replace(prob=0.0))
+    # the geometry kernels alone on the same destinations (the timing make test-gpu publishes), and their share of
+    # one batch of the whole GPU pipeline
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_apply_timing import time_lsj_gpu
+
+    geometry = time_lsj_gpu(dsts, size[0], warmup=2, repeats=max(3, repeats))
+    if geometry is None:  # CuPy sees a device that ocp_dali.backends does not: say so rather than guess
+        raise RuntimeError("gpu_rows: CuPy has a GPU but ocp_dali.backends.cuda_device_count() found none")
+    pipeline_batch_ms = 1e3 * batch_size / with_ocp["median"]
     return dict(available=True, device=name, kernels_batch_ms=_quartiles(times), pipeline_img_per_s=with_ocp,
                 pipeline_without_ocp_img_per_s=without,
                 ocp_overhead=without["median"] / with_ocp["median"] - 1.0,
+                geometry_batch_ms=geometry["median_ms"], geometry_ms=geometry["ms"],
+                geometry_share_of_pipeline_batch=geometry["median_ms"] / pipeline_batch_ms,
                 peak_gpu_mem_mb=cupy.get_default_memory_pool().total_bytes() / 2**20)
 
 
@@ -721,8 +733,8 @@ def print_table(rows: list[dict], summary: dict, gpu: dict) -> None:
         pn = f"  paste_num={tuple(r['paste_num'])}" if "paste_num" in r else ""
         print(f"{r['path']:<17}{r['resolution']:>10}{r['people']:>5}{r['workers']:>5}{r['batch_size']:>4}"
               f"{step:>10}{pipe:>10}{ips:>9}{rss:>9}{pn}")
-    print("GPU:", gpu if not gpu.get("available") else {k: gpu[k] for k in ("device", "kernels_batch_ms",
-                                                                          "pipeline_img_per_s")})
+    print("GPU:", gpu if not gpu.get("available") else {k: gpu[k] for k in (
+        "device", "kernels_batch_ms", "geometry_batch_ms", "geometry_share_of_pipeline_batch", "pipeline_img_per_s")})
     sp = summary.get("speedup_step_ocp_simple_vs_mmdet_1024")
     spp = summary.get("speedup_pipeline_ocp_simple_vs_mmdet_1024")
     if sp:
