@@ -7,9 +7,11 @@ epochs, over a grid of worker / thread / batch settings and augmentation seeds; 
 
 Why a process per run: a native crash (a signal, a fatal Python error in a DALI thread) ends the process, so each
 run is a child process and its return code and the tail of its output are kept. This is how the use-after-free of
-the compiled CPU loops (arrays handed to ctypes as temporaries) was found and its fix confirmed: before the fix two
-of the first runs died with "Fatal Python error: PyThreadState_Get ... the GIL is released"; after it none did.
-A run that dies leaves no process behind (its process group is killed). Writes ``loader_stress.json`` (settings, versions, one row per run) to ``--out`` and prints a summary table.
+the compiled CPU loops (arrays handed to ctypes as temporaries) was confirmed as the cause of the intermittent
+crashes ("Fatal Python error: PyThreadState_Get ... the GIL is released"): 5 of 12 runs died before the fix, none
+after (``benchmarks/results/loader_stress_before_fix.json``, ``loader_stress.json``). A run that dies leaves no
+process behind (its process group is killed). Writes ``loader_stress.json`` (settings, versions, one row per run)
+to ``--out`` and prints a summary table.
 """
 from __future__ import annotations
 

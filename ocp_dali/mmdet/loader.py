@@ -165,8 +165,8 @@ class DALIDetDataLoader:
     mmdet dataset's, so checkpoints carry ``dataset_meta``. ``timeout``: as ``OCPLoader``'s (a dead or hung worker
     raises ``ocp_dali.workers.WorkerError``).
 
-    Targets (``targets``; ``--dali`` passes a config's ``ocp_dali.targets``): ``"visible"`` is what mmdet's Mask R-CNN and
-    Mask2Former train on (``gt_instances``: bboxes, labels, visible masks; ``["occlusion_rate"]`` adds
+    Targets (``targets``; ``--dali`` passes a config's ``ocp_dali.targets``): ``"visible"`` is what mmdet's Mask
+    R-CNN and Mask2Former train on (``gt_instances``: bboxes, labels, visible masks; ``["occlusion_rate"]`` adds
     ``gt_instances.occlusion_rate``; ``"all"`` computes every target, though the batch carries only these). The
     default is ``"visible"``; each config names its own.
     """
