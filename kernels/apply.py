@@ -39,15 +39,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ocp_dali.kernels.launch import BLOCK, grid_x, struct_table
 from ocp_dali.keypoints import check_keypoint_shape, map_paste_keypoints, paste_order
 from ocp_dali.plan import PasteOp, PastePlan
 from ocp_dali.reference import carries_targets, gaussian_weights_q12, paste_window
 from ocp_dali.sample import Sample
 from ocp_dali.targets import Targets, absent
 
-BLOCK = 256  # threads per block (kernels need a power of two <= OCP_BLOCK)
 INT_BIG = 0x7FFFFFFF
-ITEMS_PER_THREAD = 16  # pixels per thread that size the x grid of the per-pixel kernels
 
 # Field order of the structs in ocp_common.cuh (checked by tests/test_kernels_compile.py).
 SAMPLE_FIELDS = (
@@ -96,17 +95,6 @@ def _double_bits(v: float) -> int:
     return int(np.float64(v).view(np.int64))
 
 
-def _table(rows: list[dict], fields: tuple[str, ...]) -> np.ndarray:
-    """(len(rows), len(fields)) int64: one struct per row (missing fields are 0)."""
-    known = set(fields)
-    for row in rows:
-        if not known.issuperset(row):
-            raise KeyError(f"unknown struct fields {sorted(set(row) - known)}")
-    if not rows:
-        return np.zeros((1, len(fields)), dtype=np.int64)
-    return np.array([[int(row.get(f, 0)) for f in fields] for row in rows], dtype=np.int64)
-
-
 def _pack_bits(bits: np.ndarray, words: int) -> np.ndarray:
     """(n, k) bool -> (n, words) uint32 with bit t of word t // 32 set where ``bits[:, t]``."""
     n, k = bits.shape
@@ -119,10 +107,6 @@ def _pack_bits(bits: np.ndarray, words: int) -> np.ndarray:
 def _check_shape(sample: Sample, name: str, arr, shape: tuple[int, ...]) -> None:
     if tuple(arr.shape) != tuple(shape):
         raise ValueError(f"{sample.file_name or 'sample'}: {name} has shape {tuple(arr.shape)}, expected {shape}")
-
-
-def _grid_x(items: int, per_thread: int = ITEMS_PER_THREAD, cap: int = 4096) -> int:
-    return int(min(max(1, -(-int(items) // (BLOCK * per_thread))), cap))
 
 
 def _default_backend():
@@ -538,9 +522,9 @@ class ApplyBatch:
         for s in self._samples:  # crowd slots follow every instance slot of the batch
             s["crowd_begin"] += n_inst
         self.n_inst_slots, self.n_slots = n_inst, n_inst + len(self._crowd_slots)
-        self.samples_np = _table(self._samples, SAMPLE_FIELDS)
-        self.slots_np = _table(self._inst_slots + self._crowd_slots, SLOT_FIELDS)
-        self.pastes_np = _table(self._pastes, PASTE_FIELDS)
+        self.samples_np = struct_table(self._samples, SAMPLE_FIELDS)
+        self.slots_np = struct_table(self._inst_slots + self._crowd_slots, SLOT_FIELDS)
+        self.pastes_np = struct_table(self._pastes, PASTE_FIELDS)
         self.num_samples, self.num_pastes = len(self._samples), len(self._pastes)
         bits = lambda parts: np.concatenate(parts) if parts else np.zeros((0, words), np.uint32)  # noqa: E731
         allowed_np = np.concatenate([bits(self._allowed), bits(self._crowd_allowed)])
@@ -630,7 +614,7 @@ class ApplyBatch:
         if not self.any_jitter:
             return
         b, nP = self.buf, _i64(self.num_pastes)
-        g = (_grid_x(self.max_crop), self.num_pastes)
+        g = (grid_x(self.max_crop), self.num_pastes)
         self.launch("ocp_jitter_colour_brightness", g, self.pastes, nP, b.jit_a, b.grey_sum)
         self.launch("ocp_jitter_contrast", g, self.pastes, nP, b.jit_a, b.grey_sum)
         self.launch("ocp_jitter_sharpness", g, self.pastes, nP, b.jit_a, b.jit_b)
@@ -640,7 +624,7 @@ class ApplyBatch:
         if self.max_win <= 0:
             return
         b = self.buf
-        self.launch("ocp_warp", (_grid_x(self.max_win), self.num_pastes), self.pastes, _i64(self.num_pastes),
+        self.launch("ocp_warp", (grid_x(self.max_win), self.num_pastes), self.pastes, _i64(self.num_pastes),
                     b.jit_b, b.win_mask, b.win_pix, b.paste_box)
 
     def feather(self) -> None:
@@ -648,14 +632,14 @@ class ApplyBatch:
         if self.max_win <= 0 or not self.any_blend:
             return
         b, nP = self.buf, _i64(self.num_pastes)
-        g = (_grid_x(self.max_win), self.num_pastes)
+        g = (grid_x(self.max_win), self.num_pastes)
         self.launch("ocp_alpha_horizontal", g, self.pastes, nP, self.taps, b.win_mask, b.hbuf)
         self.launch("ocp_alpha_vertical", g, self.pastes, nP, self.taps, b.win_mask, b.hbuf, b.alpha)
 
     def composite(self) -> None:
         """Stage "composite" (launch 7): output images in paste order, and the cover map."""
         b = self.buf
-        self.launch("ocp_composite", (_grid_x(self.max_hw), self.num_samples), self.samples,
+        self.launch("ocp_composite", (grid_x(self.max_hw), self.num_samples), self.samples,
                     _i64(self.num_samples), self.pastes, b.win_mask, b.win_pix, b.alpha, b.img_out, b.cover)
 
     def occlusion_stats(self) -> None:
@@ -664,7 +648,7 @@ class ApplyBatch:
         if not self.n_slots:
             return
         b, nK = self.buf, _i64(self.n_slots)
-        self.launch("ocp_occlusion_stats", (_grid_x(self.max_hw), self.n_slots), self.samples, self.slots, nK,
+        self.launch("ocp_occlusion_stats", (grid_x(self.max_hw), self.n_slots), self.samples, self.slots, nK,
                     b.cover, self.allowed, _i64(self.words), b.vis_area, b.am_area, b.vis_box, b.am_box, b.touched)
         if "order" not in self.targets.names:  # the overlaps only feed the order matrices
             return
@@ -675,7 +659,7 @@ class ApplyBatch:
         """Stage "keep" (launches 10-12): the keep rule, then the output row of every kept slot."""
         if not self.n_slots:
             return
-        b, nK, g = self.buf, _i64(self.n_slots), (_grid_x(self.n_slots, 1), 1)
+        b, nK, g = self.buf, _i64(self.n_slots), (grid_x(self.n_slots, 1), 1)
         self.launch("ocp_keep", g, self.samples, self.slots, nK, b.paste_box, self.before, b.vis_area, b.vis_box,
                     b.am_box, b.touched, b.keep, b.flags)
         pos = self.be.cumsum(b.keep[:self.n_slots])
@@ -770,16 +754,16 @@ class ApplyBatch:
         )
         bits = (WANT_AMODAL if "amodal_masks" in want else 0) | (WANT_OCCLUDER if "occluder_masks" in want else 0)
         if n_rows:
-            self.launch("ocp_emit_planes", (_grid_x(self.max_hw), n_rows), self.samples_out, self.slots,
+            self.launch("ocp_emit_planes", (grid_x(self.max_hw), n_rows), self.samples_out, self.slots,
                         b.out_slot, _i64(rows), _i64(n_rows), b.cover, self.allowed, self.later, W, b.am_box,
                         _i64(bits), o.vis, o.amodal, o.occluders, o.crowd)
         if rows:
-            self.launch("ocp_emit_rows", (_grid_x(rows, 1), 1), self.samples_out, self.slots, b.out_slot, _i64(rows),
+            self.launch("ocp_emit_rows", (grid_x(rows, 1), 1), self.samples_out, self.slots, b.out_slot, _i64(rows),
                         b.cover, self.later, W, b.vis_area, b.am_area, b.vis_box, self.kp_in, o.boxes, o.labels,
                         o.ann_ids, o.pasted, o.rate, o.keypoints)
         if tot["order"] and "order" in want:
             max_n2 = max(m["n_out"] ** 2 for m in self.meta)
-            self.launch("ocp_emit_order", (_grid_x(max_n2, 1), self.num_samples), self.samples_out,
+            self.launch("ocp_emit_order", (grid_x(max_n2, 1), self.num_samples), self.samples_out,
                         _i64(self.num_samples), self.slots, b.out_slot, b.overlap, o.order)
 
     def unpack(self, infos: list[dict[str, int]]) -> list[Sample]:

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from ocp_dali.kernels.launch import BLOCK, grid_x, struct_table
 from ocp_dali.sample import Resampled, Sample
 from ocp_dali.targets import Targets
 
-BLOCK = 256
 INT_BIG = 0x7FFFFFFF
 KINDS = ("masks", "amodal_masks", "occluder_masks")  # the plane kinds, in the kernels' order (0, 1, 2)
 
@@ -42,17 +42,6 @@ LSJ_ROW_FIELDS = ("plane", "crowd", "vis_off", "amodal_off", "occ_off")
 
 # Every kernel launched from here, and its source file.
 KERNELS = {"ocp_lsj_scan": "lsj.cu", "ocp_lsj_image": "lsj.cu", "ocp_lsj_masks": "lsj.cu"}
-
-
-def _table(rows: list[dict], fields: tuple[str, ...]) -> np.ndarray:
-    """(max(len(rows), 1), len(fields)) int64: one struct per row."""
-    if not rows:
-        return np.zeros((1, len(fields)), dtype=np.int64)
-    return np.array([[int(row.get(f, 0)) for f in fields] for row in rows], dtype=np.int64)
-
-
-def _grid_x(items: int, per_thread: int = 16, cap: int = 4096) -> int:
-    return int(min(max(1, -(-int(items) // (BLOCK * per_thread))), cap))
 
 
 def check_axis_aligned(p: Any) -> None:
@@ -100,7 +89,8 @@ class LsjBatch:
             planes += self.pack_planes(si, s, t, h * w)
         self.num_planes = len(planes)
         self.img_total = img
-        self.samples_np, self.planes_np = _table(samples, LSJ_SAMPLE_FIELDS), _table(planes, LSJ_PLANE_FIELDS)
+        self.samples_np = struct_table(samples, LSJ_SAMPLE_FIELDS)
+        self.planes_np = struct_table(planes, LSJ_PLANE_FIELDS)
         self.samples_dev = self.be.asarray(self.samples_np)
         self.planes_dev = self.be.asarray(self.planes_np)
 
@@ -130,14 +120,14 @@ class LsjBatch:
                                         max(self.num_planes, 1) * len(KINDS)))
         if self.num_planes:
             max_hw = max(int(r[0] * r[1]) for r in self.samples_np)
-            self.launch("ocp_lsj_scan", (_grid_x(max_hw), self.num_planes), self.samples_dev, self.planes_dev,
+            self.launch("ocp_lsj_scan", (grid_x(max_hw), self.num_planes), self.samples_dev, self.planes_dev,
                         np.int64(self.num_planes), self.boxes)
 
     def image(self) -> None:
         """Launch 2: every output canvas."""
         self.img_out = self.be.xp.empty(max(self.img_total, 1), dtype=self.be.xp.uint8)
         max_out = max(p.out_h * p.out_w for p in self.params)
-        self.launch("ocp_lsj_image", (_grid_x(max_out), len(self.samples)), self.samples_dev,
+        self.launch("ocp_lsj_image", (grid_x(max_out), len(self.samples)), self.samples_dev,
                     np.int64(len(self.samples)), self.img_out)
 
     # ---- outputs ----
@@ -172,7 +162,7 @@ class LsjBatch:
             tot["rows"] += len(kept)
             self.meta.append(m)
         self.num_rows, self.totals = len(rows), tot
-        self.rows_dev = self.be.asarray(_table(rows, LSJ_ROW_FIELDS))
+        self.rows_dev = self.be.asarray(struct_table(rows, LSJ_ROW_FIELDS))
         self.out_boxes = self.be.asarray(np.array(out_boxes, dtype=np.int64).reshape(-1, 4))
         self.keep_dev = self.be.asarray(hit.astype(bool))
 
@@ -186,7 +176,7 @@ class LsjBatch:
         one = xp.empty(1, dtype=xp.bool_)  # for a kind no row writes
         args = [self.out[k] if self.out[k] is not None else one for k in ("vis", "amodal", "occ", "crowd")]
         max_out = max(p.out_h * p.out_w for p in self.params)
-        self.launch("ocp_lsj_masks", (_grid_x(max_out), self.num_rows), self.samples_dev, self.planes_dev,
+        self.launch("ocp_lsj_masks", (grid_x(max_out), self.num_rows), self.samples_dev, self.planes_dev,
                     self.rows_dev, np.int64(self.num_rows), self.boxes, *args)
 
     def unpack(self) -> list[Resampled]:

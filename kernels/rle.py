@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from ocp_dali.data.rle import rle_counts
+from ocp_dali.kernels.launch import BLOCK, grid_x
 
 RLE_KERNEL = ("rle.cu", "ocp_rle_decode")
-BLOCK = 256
 
 
 def decode_rles(rles: Sequence[dict], *, backend=None) -> list:
@@ -43,7 +43,7 @@ def decode_rles(rles: Sequence[dict], *, backend=None) -> list:
     out = xp.zeros(max(o_off, 1), dtype=xp.bool_)
     max_hw = max(h * w for h, w in sizes)
     if max_hw:
-        gx = min(max(1, -(-max_hw // (BLOCK * 8))), 4096)
+        gx = grid_x(max_hw, per_thread=8)
         be.launch(RLE_KERNEL[0], RLE_KERNEL[1], (gx, len(rles)), BLOCK,
                   (be.asarray(desc), np.int64(len(rles)), ends, out))
     return [out[int(d[4]):int(d[4]) + h * w].reshape(h, w) for d, (h, w) in zip(desc, sizes)]
