@@ -118,15 +118,12 @@ def device_info() -> dict:
 
 
 def time_gpu(plans, dsts, srcs, warmup: int, repeats: int) -> dict:
-    import dataclasses
-
     import cupy
 
     from ocp_dali.kernels.apply import apply_cupy_batch
 
     def up(s):
-        return None if s is None else dataclasses.replace(
-            s, **{k: (None if v is None else cupy.asarray(v)) for k, v in s.arrays().items()})
+        return None if s is None else s.map_arrays(cupy.asarray)
 
     cache: dict[int, object] = {}
 
@@ -163,8 +160,6 @@ def time_lsj_gpu(dsts, size: int, warmup: int, repeats: int, seed: int = 0) -> d
 
     if cuda_device_count() == 0:
         return None
-    import dataclasses
-
     import cupy
 
     from ocp_dali.kernels.loader import CupyBackend
@@ -173,8 +168,7 @@ def time_lsj_gpu(dsts, size: int, warmup: int, repeats: int, seed: int = 0) -> d
 
     rng = np.random.default_rng(seed)
     params = [Geometry.lsj(size).draw(rng, d.height, d.width) for d in dsts]
-    dev = [dataclasses.replace(d, **{k: None if v is None else cupy.asarray(v) for k, v in d.arrays().items()})
-           for d in dsts]
+    dev = [d.map_arrays(cupy.asarray) for d in dsts]
     be = CupyBackend()
 
     def run() -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -160,6 +161,11 @@ class Sample:
             "crowd_masks"
         ).split()
         return {k: getattr(self, k) for k in names}
+
+    def map_arrays(self, fn: Callable[[Any], Any]) -> "Sample":
+        """A copy with ``fn`` applied to every array field (None stays None), e.g. ``cupy.asarray`` to upload a
+        sample to the GPU, ``cupy.asnumpy`` to bring it back."""
+        return replace(self, **{k: None if v is None else fn(v) for k, v in self.arrays().items()})
 
 
 class Resampled(NamedTuple):

@@ -30,3 +30,22 @@ def test_emulated_backend_equals_the_reference():
             b = emu.arrays()[name]
             assert (a is None and b is None) or np.array_equal(np.asarray(a), np.asarray(b)), (index, name)
         assert ref.info == emu.info
+
+
+def test_map_arrays_converts_every_array_field_and_keeps_none():
+    """``Sample.map_arrays`` (how samples move to and from a GPU) converts each array once, keeps None fields."""
+    s = SyntheticScenes(2, seed=5, image_size=(24, 32)).load(0)
+    seen = []
+
+    def convert(a):
+        seen.append(a)
+        return np.array(a, copy=True)
+
+    t = s.map_arrays(convert)
+    assert len(seen) == sum(v is not None for v in s.arrays().values())
+    for name, a in s.arrays().items():
+        b = t.arrays()[name]
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert b is not a and b.dtype == a.dtype and np.array_equal(a, b), name
+    assert t.info == s.info and t.targets == s.targets and t.file_name == s.file_name

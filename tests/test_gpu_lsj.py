@@ -219,7 +219,7 @@ class TestOnGpu:
     def upload(self, s: Sample) -> Sample:
         import cupy
 
-        return dataclasses.replace(s, **{k: None if v is None else cupy.asarray(v) for k, v in s.arrays().items()})
+        return s.map_arrays(cupy.asarray)
 
     @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])

@@ -7,7 +7,6 @@ The same kernels are also checked on the CPU by the emulator (``tests/test_kerne
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import numpy as np
@@ -60,16 +59,14 @@ def to_numpy(sample: Sample) -> Sample:
     """A copy of a (CuPy) Sample with every array on the host."""
     import cupy
 
-    conv = {k: (None if v is None else cupy.asnumpy(v)) for k, v in sample.arrays().items()}
-    return dataclasses.replace(sample, **conv)
+    return sample.map_arrays(cupy.asnumpy)
 
 
 def to_device(sample: Sample) -> Sample:
     """A copy of a NumPy Sample with every array uploaded (the GPU backend's native input)."""
     import cupy
 
-    conv = {k: (None if v is None else cupy.asarray(v)) for k, v in sample.arrays().items()}
-    return dataclasses.replace(sample, **conv)
+    return sample.map_arrays(cupy.asarray)
 
 
 def check_gpu(plan, dst, sources, where=""):
