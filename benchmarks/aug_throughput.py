@@ -337,22 +337,24 @@ def open_pipeline(path: str, ann: str, img_dir: str, size: tuple[int, int], batc
     return run_epoch, (lambda: setattr(dl, "_iterator", None))
 
 
-def _process_tree(pid: int) -> list[int]:
-    """``pid`` and its live descendants (from /proc)."""
-    parent: dict[int, int] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, todo = [pid], [pid]
+def descendants(root: int) -> list[int]:
+    """All live descendants of ``root`` (from the parent links in ``/proc/*/stat``)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [root]
     while todo:
-        top = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == top]
-        tree += kids
-        todo += kids
-    return tree
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return sorted(out)
 
 
 def tree_usage() -> dict:
@@ -360,7 +362,7 @@ def tree_usage() -> dict:
     peak RSS in MB (VmHWM: this process, and summed over the descendants: shared pages count in each)."""
     tick = os.sysconf("SC_CLK_TCK")
     cpu, rss_self, rss_kids = 0.0, 0.0, 0.0
-    for pid in _process_tree(os.getpid()):
+    for pid in [os.getpid(), *descendants(os.getpid())]:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             hwm = next(int(x.split()[1]) for x in Path(f"/proc/{pid}/status").read_text().splitlines()

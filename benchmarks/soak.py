@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from aug_throughput import _machine, _versions  # noqa: E402  (shared report helpers)
+from aug_throughput import _machine, _versions, descendants  # noqa: E402  (shared report helpers)
 
 _FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
 
@@ -59,26 +59,6 @@ def proc_mem(pid: int) -> dict[str, float] | None:
         if key in _FIELDS:
             out[key] = int(val.split()[0]) / 1024  # kB -> MB
     return out if "VmRSS" in out else None
-
-
-def descendants(root: int) -> list[int]:
-    """All live descendants of ``root`` (from the parent links in ``/proc/*/stat``)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return sorted(out)
 
 
 def snapshot(pid: int) -> dict:
