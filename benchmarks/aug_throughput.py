@@ -672,8 +672,8 @@ def main(argv: list[str] | None = None) -> int:
                   data=("synthetic COCO-like scenes (ocp_dali.SyntheticScenes), JPEG q95" if not args.ann
                         else f"{args.ann}"),
                   load_average=dict(start=load0, end=os.getloadavg(),
-                                    note="the machine was shared with other work while this ran: see the race's "
-                                         "per-phase load averages"),
+                                    note="1-minute load average of the machine (this run's own processes count); "
+                                         "per phase: the race's rows"),
                   settings=dict(resolutions=args.resolutions, people=args.people, workers=args.workers,
                                 paste_nums=args.paste_nums, batch_sizes=args.batch_sizes,
                                 images_per_run=args.images_per_run, repeats=args.repeats, warmup_rounds=1),
